@@ -1,0 +1,4 @@
+"""`python -m meadkit` runs the CLI."""
+from meadkit.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Write files so that no partial file is ever visible under its final name (temp name, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+#: Every temporary file meadkit writes carries this marker, so leftovers of a killed run can be found.
+TMP_MARK = ".meadkit-tmp"
+
+
+def tmp_name(final: Path | str) -> Path:
+    """A unique temporary sibling of `final` (same folder, so the rename is atomic); keeps the suffix."""
+    final = Path(final)
+    return final.with_name(f"{final.stem}{TMP_MARK}-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temp path to write; on success fsync and rename it to `final`, on error delete it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(final)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def remove_orphans(root: Path | str) -> int:
+    """Delete temp files left under `root` by a killed run; returns how many."""
+    n = 0
+    for p in Path(root).rglob(f"*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n

@@ -1,0 +1,1 @@
+"""One thin click command per module: parse options, call the library, print results."""

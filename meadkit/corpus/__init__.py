@@ -1,0 +1,1 @@
+"""Knowledge of MEAD: names, layout quirks, archives, probing, and the synthetic corpus."""

@@ -1,0 +1,1 @@
+"""Streaming decode/encode of video and audio through PyAV (bundled FFmpeg libraries)."""

@@ -1,0 +1,102 @@
+"""Stream frames out of a video one at a time, and write H.264 mp4s, with PyAV."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Optional
+
+import av
+import numpy as np
+
+from meadkit.corpus.sources import Source
+from meadkit.media.audio import add_aac_stream, encode_audio
+from meadkit.media.probe import MediaError
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its index in the file, its presentation time in seconds, its pixels (H x W x 3)."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+def iter_frames(
+    source: Source,
+    start: int = 0,
+    count: Optional[int] = None,
+    pix_fmt: str = "bgr24",
+    threads: int = 1,
+) -> Iterator[Frame]:
+    """Decode frames [start, start+count) of `source` in order, never holding more than one.
+
+    `pix_fmt` is 'bgr24' (OpenCV order) or 'rgb24'. A file that ends early simply yields
+    fewer frames; one that cannot be decoded at all raises MediaError.
+    """
+    stop = None if count is None else start + count
+    try:
+        with source.open() as fh, av.open(fh, "r") as c:
+            stream = c.streams.video[0]
+            stream.thread_count = threads
+            tb = stream.time_base
+            for i, f in enumerate(c.decode(stream)):
+                if stop is not None and i >= stop:
+                    break
+                if i < start:
+                    continue
+                t = float(f.pts * tb) if f.pts is not None else i / float(stream.average_rate or 30)
+                yield Frame(i, t, f.to_ndarray(format=pix_fmt))
+    except (av.error.FFmpegError, OSError, IndexError) as e:
+        raise MediaError(f"cannot decode video {source}: {e}") from None
+
+
+class VideoWriter:
+    """Write frames to an H.264 yuv420p mp4 at an exact rational frame rate, optionally with an AAC track.
+
+    Use as a context manager; `write(image)` takes H x W x 3 uint8 in `pix_fmt` order.
+    `audio` = (samples float32 in [-1, 1] shaped (n,) or (channels, n), sample_rate) is
+    encoded as AAC when the writer closes.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fps: Fraction,
+        width: int,
+        height: int,
+        crf: int = 18,
+        preset: str = "veryfast",
+        pix_fmt: str = "bgr24",
+        threads: int = 1,
+        audio: Optional[tuple[np.ndarray, int]] = None,
+    ):
+        self._c = av.open(path, "w", format="mp4")
+        self._v = self._c.add_stream("libx264", rate=Fraction(fps))
+        self._v.width, self._v.height, self._v.pix_fmt = width, height, "yuv420p"
+        self._v.options = {"crf": str(crf), "preset": preset}
+        self._v.thread_count = threads
+        self._pix_fmt = pix_fmt
+        self._n = 0
+        self._audio = audio
+        self._a = add_aac_stream(self._c, *audio) if audio is not None else None
+
+    def write(self, image: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self._pix_fmt)
+        frame.pts = self._n
+        self._n += 1
+        for pkt in self._v.encode(frame):
+            self._c.mux(pkt)
+
+    def close(self) -> None:
+        for pkt in self._v.encode():
+            self._c.mux(pkt)
+        if self._a is not None:
+            encode_audio(self._c, self._a, self._audio[0])
+        self._c.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
