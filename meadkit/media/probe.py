@@ -39,6 +39,11 @@ class Probe:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_row(cls, row: dict) -> "Probe":
+        """The probe fields of a manifest row (e.g. of recordings.parquet)."""
+        return cls(**{f: row.get(f) for f in cls.__dataclass_fields__})
+
 
 def _stream_seconds(stream) -> Optional[float]:
     if stream.duration is None or stream.time_base is None:

@@ -1,0 +1,48 @@
+"""`meadkit prepare RAW -o OUT`: the whole pipeline, parallel and resumable."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from meadkit.commands.options import filter_options, filters_from, parallel_options
+
+
+@click.command()
+@click.argument("raw", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder (created; reruns resume in it).")
+@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False),
+              help="Pipeline TOML with one table per stage (default: built-in defaults = pipelines/default.toml).")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override one setting, e.g. faces.crop_size=192 (repeatable).")
+@filter_options
+@parallel_options
+@click.option("--until", type=click.Choice(["index", "sync", "features", "faces", "shards"]), default="shards", show_default=True,
+              help="Stop after this stage.")
+@click.option("--reindex", is_flag=True, help="Probe RAW again even if OUT/manifests/recordings.parquet exists.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any file, take or clip is not ok.")
+@click.option("--quiet", is_flag=True, help="No progress bar: a log line every minute instead.")
+def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until, reindex, strict, quiet, **kw):
+    """Index RAW (a MEAD tree and/or per-actor tars), then per take: sync the views to the reference
+    audio, compute 28-dim MFCC per video frame, detect/track/align faces; write manifests under
+    OUT/manifests and shards under OUT/shards.
+
+    Work is per take, in parallel; every output is written under a temporary name and renamed, and a
+    take's record is committed last, so a killed run resumes where it stopped (rerun the same command).
+    Bad files become status rows with a reason; the run goes on.
+    """
+    from meadkit.config import ConfigError, load_pipeline
+    from meadkit.prepare import STAGE_ORDER, run_prepare
+
+    try:
+        pipeline = load_pipeline(pipeline_file, overrides)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    stages = () if until == "index" else STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until in STAGE_ORDER else STAGE_ORDER
+    try:
+        summary = run_prepare(raw, out, pipeline, n_jobs=jobs, backend=backend, scheduler=scheduler, stages=stages,
+                              reindex=reindex, progress=not quiet, shards=until == "shards", **filters_from(kw))
+    except (RuntimeError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(summary.text())
+    if strict and not summary.all_ok:
+        sys.exit(1)

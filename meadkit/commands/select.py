@@ -1,0 +1,39 @@
+"""`meadkit select OUT_OR_MANIFEST [filters] -o subset.parquet`: structured row selection."""
+from __future__ import annotations
+
+import click
+
+from meadkit.commands.options import filter_options, filters_from
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True))
+@filter_options
+@click.option("--split", "split_", metavar="LIST", help="Keep only these splits: train,val,test.")
+@click.option("--split-method", type=click.Choice(["speakers", "paper", "random"]),
+              help="Recompute the split column with this method before filtering (default: keep the manifest's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split-method random.")
+@click.option("--status", "status_", metavar="LIST", default="ok", show_default=True, help="Keep only these statuses ('' for all).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the selected rows here (Parquet).")
+def command(source, split_method, seed, out, **kw):
+    """Select clips from a prepared OUT folder (or a clips Parquet file) by actor, gender, emotion,
+    level, view, take, split and status; print counts by emotion x level x view."""
+    from meadkit.manifest import write_table
+    from meadkit.select import SelectError, counts, load_clips, select
+    from meadkit.splits import SplitConfig, assign_splits
+
+    try:
+        df = load_clips(source)
+        if split_method:
+            df["split"] = assign_splits(df, SplitConfig(method=split_method, seed=seed))
+        df = select(df, **filters_from(kw))
+    except SelectError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"{len(df)} clips, {df['take_id'].nunique() if len(df) else 0} takes")
+    if len(df):
+        click.echo(counts(df).to_string())
+    if out:
+        import pyarrow as pa
+
+        write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), out)
+        click.echo(f"wrote {out}")

@@ -1,0 +1,397 @@
+"""`prepare`: index -> per take (sync, features, faces) -> manifests -> shards, resumable.
+
+The unit of work is a take. A worker syncs its views, computes the MFCC once for the take's
+window, runs the faces stage on each view (one decode pass per view), writes every output
+under a temporary name, and commits a small JSON record last
+(`OUT/state/takes/<take_id>.json`). A rerun keeps takes whose record carries the same config
+hash, so a killed run resumes and ends with the manifests an uninterrupted run would write.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+import pyarrow as pa
+
+from meadkit.atomic import atomic_path, remove_orphans
+from meadkit.config import Pipeline
+from meadkit.corpus.names import TakeKey
+from meadkit.manifest import read_table, write_rows
+from meadkit.splits import assign_splits
+
+#: Recording statuses whose file can be used (the reference audio may be short: features pad it).
+USABLE_VIDEO = ("ok", "no_audio")
+USABLE_AUDIO = ("ok", "short_audio")
+STAGE_ORDER = ("sync", "features", "faces")
+
+CLIPS_SCHEMA = pa.schema(
+    [
+        ("take_id", pa.string()), ("actor", pa.string()), ("gender", pa.string()), ("emotion", pa.string()),
+        ("level", pa.int8()), ("take", pa.int16()), ("view", pa.string()), ("split", pa.string()),
+        ("status", pa.string()), ("error", pa.string()),
+        ("source", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+        ("fps_num", pa.int32()), ("fps_den", pa.int32()), ("has_audio", pa.bool_()),
+        ("offset_s", pa.float64()), ("sync_confidence", pa.float32()), ("sync_method", pa.string()),
+        ("t0_s", pa.float64()), ("start_frame", pa.int32()), ("n_frames", pa.int32()),
+        ("found_ratio", pa.float32()), ("mean_score", pa.float32()), ("jitter", pa.float32()),
+        ("crop_size", pa.int32()), ("crop_video", pa.string()), ("faces_npz", pa.string()),
+        ("mfcc_npz", pa.string()), ("mfcc_recipe", pa.string()), ("padded_rows", pa.int32()),
+        ("audio_duration_s", pa.float64()), ("config_hash", pa.string()),
+    ]
+)
+STATUS_SCHEMA = pa.schema(
+    [
+        ("take_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("views_ok", pa.int16()),
+        ("views_total", pa.int16()), ("n_frames", pa.int32()), ("config_hash", pa.string()),
+        ("sync_s", pa.float32()), ("features_s", pa.float32()), ("faces_s", pa.float32()), ("total_s", pa.float32()),
+    ]
+)
+
+
+@dataclass
+class TakeTask:
+    """What a worker needs for one take: its recordings rows (plain dicts) and where to write."""
+
+    key: TakeKey
+    reference: Optional[dict]
+    views: list[dict]
+    out: str
+    stages: tuple[str, ...] = STAGE_ORDER
+
+
+@dataclass
+class TakeJob:
+    """The per-take worker: a callable holding the pipeline config (pickles to processes and Dask)."""
+
+    pipeline: Pipeline
+    config_hash: str
+
+    def __call__(self, task: TakeTask) -> dict:
+        return process_take(task, self.pipeline, self.config_hash)
+
+
+def clip_dir(out: Path | str, key: TakeKey) -> Path:
+    return Path(out) / "clips" / key.actor / key.id
+
+
+def record_path(out: Path | str, take_id: str) -> Path:
+    return Path(out) / "state" / "takes" / f"{take_id}.json"
+
+
+def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
+    """Run sync, features and faces for one take; write outputs and, last, its record. Never raises."""
+    from meadkit.index import source_of
+
+    key, out = task.key, Path(task.out)
+    times = Counter()
+    record = {"take_id": key.id, "config_hash": config_hash, "stages": list(task.stages), "sync": [], "clips": []}
+    started = time.perf_counter()
+    try:
+        if task.reference is None or task.reference["status"] not in USABLE_AUDIO:
+            raise TakeError("no usable reference audio" + (f": {task.reference['error']}" if task.reference else ""))
+        usable = {r["view"]: r for r in task.views if r["status"] in USABLE_VIDEO}
+        if not usable:
+            raise TakeError("no usable view video")
+        take_sync, times["sync"] = _timed(_sync, task, usable, pipeline)
+        record["sync"] = _jsonable(take_sync_rows(key, take_sync))
+        clips = {v: _clip_base(r) for v, r in ((r["view"], r) for r in task.views)}
+        for row in record["sync"]:
+            clips[row["view"]].update(
+                offset_s=row["offset_s"], sync_confidence=row["confidence"], sync_method=row["method"],
+                t0_s=row["t0_s"], start_frame=row["start_frame"], n_frames=row["n_frames"],
+                status=row["status"] if row["status"] not in SYNC_OK else "ok", error=row["error"],
+            )
+        cdir = clip_dir(out, key)
+        if "features" in task.stages and take_sync.n_frames > 0:
+            feat, times["features"] = _timed(_features, source_of(task.reference), take_sync, pipeline, cdir)
+            for c in clips.values():
+                c.update(feat)
+        if "faces" in task.stages:
+            for view, row in usable.items():
+                vs = take_sync.views.get(view)
+                if vs is None or vs.status not in SYNC_OK or clips[view]["status"] != "ok":
+                    continue
+                face, t = _timed(_faces, source_of(row), vs, pipeline, cdir, view, out)
+                times["faces"] += t
+                clips[view].update(face)
+        record["clips"] = list(clips.values())
+        n_ok = sum(c["status"] == "ok" for c in clips.values())
+        record.update(status="ok" if n_ok == len(clips) else ("partial" if n_ok else "failed"),
+                      error=None if n_ok else "no view finished: " + "; ".join(sorted({str(c["error"]) for c in clips.values()})))
+        record["n_frames"] = int(take_sync.n_frames)
+    except Exception as e:  # one bad take must never stop the run
+        record.update(status="failed", error=_describe(e), n_frames=0)
+        record["clips"] = [dict(_clip_base(r), status="failed", error=_describe(e)) for r in task.views]
+    record["times"] = {k: round(v, 3) for k, v in times.items()} | {"total": round(time.perf_counter() - started, 3)}
+    commit_record(out, record)
+    return record
+
+
+class TakeError(RuntimeError):
+    """A take that cannot be processed as a whole (reason in the message)."""
+
+
+#: Sync statuses whose view is still processed (with the reason kept in the sync manifest).
+SYNC_OK = ("ok", "approximate", "low_confidence")
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t
+
+
+def _sync(task: TakeTask, usable: dict, pipeline: Pipeline):
+    from meadkit.index import source_of
+    from meadkit.media.probe import Probe
+    from meadkit.sync import sync_take
+
+    views = {v: (source_of(r), Probe.from_row(r)) for v, r in usable.items()}
+    return sync_take(source_of(task.reference), Probe.from_row(task.reference), views, pipeline.sync)
+
+
+def take_sync_rows(key: TakeKey, take_sync) -> list[dict]:
+    from meadkit.sync import sync_rows
+
+    return sync_rows(key, take_sync)
+
+
+def _features(ref_source, take_sync, pipeline: Pipeline, cdir: Path) -> dict:
+    from meadkit.features import compute_features, feature_row, save_features
+    from meadkit.media.audio import load_audio
+
+    audio, sr = load_audio(ref_source, mono=True)
+    result = compute_features(audio, sr, take_sync.t0_s, take_sync.n_frames, take_sync.fps, pipeline.features)
+    path = cdir / "mfcc.npz"
+    save_features(result, path)
+    row = feature_row(result)
+    return {
+        "mfcc_npz": str(path.relative_to(cdir.parents[2])), "mfcc_recipe": row["recipe"],
+        "padded_rows": row["padded_rows"], "audio_duration_s": row["audio_duration_s"],
+    }
+
+
+def _faces(source, view_sync, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:
+    from meadkit.faces import process_view
+
+    video, arrays = cdir / f"{view}.mp4", cdir / f"{view}.faces.npz"
+    res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces)
+    ok = res.status == "ok"
+    return {
+        "status": res.status, "error": res.error, "found_ratio": res.found_ratio, "mean_score": res.mean_score,
+        "jitter": res.jitter, "crop_size": pipeline.faces.crop_size,
+        "crop_video": str(video.relative_to(out)) if ok else None, "faces_npz": str(arrays.relative_to(out)) if ok else None,
+    }
+
+
+def _clip_base(row: dict) -> dict:
+    return {
+        "take_id": row["take_id"], "actor": row["actor"], "gender": row["gender"], "emotion": row["emotion"],
+        "level": row["level"], "take": row["take"], "view": row["view"], "status": row["status"], "error": row["error"],
+        "source": row["relpath"], "width": row.get("width"), "height": row.get("height"),
+        "fps_num": row.get("fps_num"), "fps_den": row.get("fps_den"), "has_audio": row.get("has_audio"),
+    }
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TakeError):
+        return str(e)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(rows, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def commit_record(out: Path | str, record: dict) -> None:
+    """Write a take's record atomically: the take counts as finished only once this exists."""
+    with atomic_path(record_path(out, record["take_id"])) as tmp:
+        tmp.write_text(json.dumps(record, default=str))
+
+
+def load_records(out: Path | str) -> dict[str, dict]:
+    """All committed take records under OUT, by take id (unreadable ones are ignored, so redone)."""
+    records = {}
+    for p in sorted((Path(out) / "state" / "takes").glob("*.json")):
+        try:
+            records[p.stem] = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
+
+
+def make_tasks(recordings: pd.DataFrame, out: Path | str, stages: tuple[str, ...] = STAGE_ORDER, **filters) -> list[TakeTask]:
+    """One task per take found in the recordings table, after structured filters (see `meadkit.select`)."""
+    from meadkit.select import select
+
+    rec = recordings[recordings["take_id"].notna()]
+    rec = select(rec, **{k: v for k, v in filters.items() if k != "view"})
+    tasks = []
+    for take_id, rows in rec.groupby("take_id", sort=True):
+        rows = rows.astype(object).where(rows.notna(), None)
+        ref = rows[rows["kind"] == "audio"]
+        views = rows[(rows["kind"] == "video") & rows["view"].notna()]
+        if filters.get("view"):
+            views = views[views["view"].isin(filters["view"])]
+        if views.empty:
+            continue
+        tasks.append(TakeTask(TakeKey.from_id(take_id), ref.iloc[0].to_dict() if len(ref) else None,
+                              [r.to_dict() for _, r in views.sort_values("view").iterrows()], str(out), stages))
+    return tasks
+
+
+def write_manifests(out: Path | str, records: Iterable[dict], pipeline: Pipeline) -> dict[str, Path]:
+    """Rebuild sync, clips and status manifests from take records (sorted, so reruns are identical)."""
+    from meadkit.sync import SYNC_SCHEMA
+
+    records = sorted(records, key=lambda r: r["take_id"])
+    mdir = Path(out) / "manifests"
+    clips = pd.DataFrame([c for r in records for c in r["clips"]], columns=CLIPS_SCHEMA.names)
+    clips = clips.sort_values(["take_id", "view"], kind="stable").reset_index(drop=True)
+    clips["split"] = assign_splits(clips, pipeline.splits) if len(clips) else pd.Series(dtype="string")
+    hashes = {r["take_id"]: r["config_hash"] for r in records}
+    clips["config_hash"] = clips["take_id"].map(hashes)
+    status_rows = [
+        {
+            "take_id": r["take_id"], "status": r["status"], "error": r.get("error"), "n_frames": r.get("n_frames", 0),
+            "views_ok": sum(c["status"] == "ok" for c in r["clips"]), "views_total": len(r["clips"]),
+            "config_hash": r["config_hash"], "sync_s": r["times"].get("sync"), "features_s": r["times"].get("features"),
+            "faces_s": r["times"].get("faces"), "total_s": r["times"].get("total"),
+        }
+        for r in records
+    ]
+    return {
+        "sync": write_rows([s for r in records for s in r["sync"]], SYNC_SCHEMA, mdir / "sync.parquet"),
+        "clips": write_rows(clips.astype(object).where(clips.notna(), None).to_dict("records"), CLIPS_SCHEMA, mdir / "clips.parquet"),
+        "status": write_rows(status_rows, STATUS_SCHEMA, mdir / "status.parquet"),
+    }
+
+
+class OutputLock:
+    """An exclusive lock on OUT so two prepares never write the same folder (released if the process dies)."""
+
+    def __init__(self, out: Path | str):
+        self.path = Path(out) / ".meadkit.lock"
+
+    def __enter__(self) -> "OutputLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise RuntimeError(f"another meadkit process is writing {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+
+
+@dataclass
+class PrepareSummary:
+    """What a prepare run did, for the closing summary and the exit code."""
+
+    takes_total: int = 0
+    takes_skipped: int = 0
+    takes_run: int = 0
+    take_status: Counter = field(default_factory=Counter)
+    clip_status: Counter = field(default_factory=Counter)
+    recording_status: Counter = field(default_factory=Counter)
+    frames: int = 0
+    seconds: float = 0.0
+    manifests: dict = field(default_factory=dict)
+
+    @property
+    def all_ok(self) -> bool:
+        return set(self.take_status) <= {"ok"} and set(self.clip_status) <= {"ok"} and set(self.recording_status) <= {"ok"}
+
+    def text(self) -> str:
+        rate = self.frames / self.seconds if self.seconds else 0.0
+        lines = [
+            f"takes: {self.takes_total} ({self.takes_run} run, {self.takes_skipped} already done)",
+            "take status: " + _fmt(self.take_status),
+            "clip status: " + _fmt(self.clip_status),
+            "recording status: " + _fmt(self.recording_status),
+            f"time: {self.seconds:.1f} s, {self.frames} view-frames processed this run ({rate:.1f} frames/s)",
+        ]
+        lines += [f"{name}: {path}" for name, path in self.manifests.items()]
+        return "\n".join(lines)
+
+
+def _fmt(c: Counter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+
+
+def run_prepare(
+    raw: Path | str,
+    out: Path | str,
+    pipeline: Pipeline,
+    n_jobs: int = 1,
+    backend: str = "local",
+    scheduler=None,
+    stages: tuple[str, ...] = STAGE_ORDER,
+    reindex: bool = False,
+    progress: bool = True,
+    **filters,
+) -> PrepareSummary:
+    """The whole job on one machine or a Dask cluster; see the module docstring."""
+    from meadkit.index import index_corpus
+    from meadkit.progress import Progress
+    from meadkit.runner import run_tasks
+
+    out = Path(out)
+    summary = PrepareSummary()
+    started = time.perf_counter()
+    with OutputLock(out):
+        remove_orphans(out)
+        config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
+        (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
+        rec_path = out / "manifests" / "recordings.parquet"
+        if reindex or not rec_path.exists():
+            write_rows_table(index_corpus(raw, pipeline.index, n_jobs=n_jobs, progress=progress), rec_path)
+        recordings = read_table(rec_path)
+        summary.recording_status = Counter(recordings["status"])
+        tasks = make_tasks(recordings, out, stages, **filters)
+        done = load_records(out)
+        todo = [t for t in tasks if done.get(t.key.id, {}).get("config_hash") != config_hash]
+        summary.takes_total, summary.takes_run = len(tasks), len(todo)
+        summary.takes_skipped = len(tasks) - len(todo)
+
+        def crashed(task: TakeTask, exc: BaseException) -> dict:
+            record = {"take_id": task.key.id, "config_hash": config_hash, "status": "failed", "error": f"worker crashed: {_describe(exc)}",
+                      "n_frames": 0, "sync": [], "times": {}, "stages": list(stages),
+                      "clips": [dict(_clip_base(r), status="failed", error="worker crashed") for r in task.views]}
+            commit_record(out, record)
+            return record
+
+        with Progress(len(todo), "takes", enabled=progress) as bar:
+            for record in run_tasks(TakeJob(pipeline, config_hash), todo, n_jobs, backend, scheduler, on_crash=crashed):
+                done[record["take_id"]] = record
+                summary.frames += record.get("n_frames", 0) * sum(c["status"] == "ok" for c in record["clips"])
+                bar.update(ok=record["status"] == "ok")
+        wanted = {t.key.id for t in tasks}
+        records = [r for k, r in done.items() if k in wanted]
+        summary.manifests = {"recordings": rec_path} | write_manifests(out, records, pipeline)
+        summary.take_status = Counter(r["status"] for r in records)
+        summary.clip_status = Counter(c["status"] for r in records for c in r["clips"])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def write_rows_table(table, path: Path) -> None:
+    """Write the index result (a pyarrow Table or DataFrame) as the recordings manifest."""
+    from meadkit.manifest import write_table
+
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    write_table(table, path)

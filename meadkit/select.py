@@ -1,0 +1,68 @@
+"""Structured selection of manifest rows (column in values), never `eval`/`query` on user text."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from meadkit.manifest import read_table
+
+#: Columns a user may filter on, and the type their values are coerced to.
+FILTER_COLUMNS = {
+    "actor": str,
+    "gender": str,
+    "emotion": str,
+    "level": int,
+    "take": int,
+    "view": str,
+    "split": str,
+    "status": str,
+}
+
+
+class SelectError(ValueError):
+    """A filter on an unknown column or with values of the wrong type."""
+
+
+def load_clips(path: Path | str) -> pd.DataFrame:
+    """The clip manifest from a prepared folder OUT, or a Parquet manifest given directly."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifests" / "clips.parquet"
+    if not path.exists():
+        raise SelectError(f"no clip manifest at {path} (run `meadkit prepare` first)")
+    return read_table(path)
+
+
+def select(df: pd.DataFrame, **filters: Optional[Iterable]) -> pd.DataFrame:
+    """Rows of `df` where every given column takes one of the given values (None = no filter)."""
+    mask = pd.Series(True, index=df.index)
+    for column, values in filters.items():
+        if values is None:
+            continue
+        if column not in FILTER_COLUMNS:
+            raise SelectError(f"cannot filter on {column!r}; filterable: {', '.join(FILTER_COLUMNS)}")
+        if column not in df.columns:
+            raise SelectError(f"the manifest has no {column!r} column")
+        values = [values] if isinstance(values, (str, int)) else list(values)
+        try:
+            wanted = {FILTER_COLUMNS[column](v) for v in values}
+        except ValueError:
+            raise SelectError(f"{column} values must be {FILTER_COLUMNS[column].__name__}: {values}") from None
+        mask &= df[column].isin(wanted)
+    return df[mask]
+
+
+def split_csv(text: Optional[str]) -> Optional[list[str]]:
+    """'happy,sad' -> ['happy', 'sad']; None or '' -> None (no filter)."""
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Clip counts by emotion x level (rows) and view (columns)."""
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index=["emotion", "level"], columns="view", values="take_id", aggfunc="count", fill_value=0)
