@@ -1,0 +1,223 @@
+"""Audio features: equality with the paper's librosa recipe, frame-exact placement, edge cases, storage."""
+from fractions import Fraction
+
+import librosa
+import numpy as np
+import pytest
+
+from meadkit.atomic import TMP_MARK
+from meadkit.corpus.names import MEAD_FPS
+from meadkit.corpus.sources import Source
+from meadkit.features import (
+    FEATURES_SCHEMA,
+    FeaturesConfig,
+    compute_features,
+    feature_row,
+    load_features,
+    mfcc_window,
+    save_features,
+)
+from meadkit.manifest import to_table
+from meadkit.media.audio import load_audio, write_audio
+
+
+def speechlike(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """A gliding, amplitude-modulated harmonic tone plus noise (non-stationary, like speech)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.4 * t)) * (1.1 + np.sin(2 * np.pi * 3 * t))
+    y += 0.1 * np.sin(2 * np.pi * 1250 * t) * (t % 0.4 < 0.15) + 0.02 * rng.standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+def paper_reference(y: np.ndarray, sr: int) -> np.ndarray:
+    """The paper's code, computed directly: librosa MFCC (14) + deltas, hop = int(sr / 30)."""
+    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=14, n_fft=int(0.025 * sr), hop_length=int(sr / 30))
+    return np.concatenate([m, librosa.feature.delta(m)], axis=0).T
+
+
+def expected_padded(sr, t0_s, n_frames, fps, n_samples, window_s=0.025):
+    """Rows whose n_fft window around round(t_i * sr) leaves [0, n_samples), computed with Fractions."""
+    n_fft = int(window_s * sr)
+    out = []
+    for i in range(n_frames):
+        start = round((Fraction(t0_s) + i / Fraction(fps)) * sr) - n_fft // 2
+        out.append(start < 0 or start + n_fft > n_samples)
+    return np.array(out)
+
+
+def tone_bursts(sr, seconds, centres_s, freq=1000.0, dur_s=0.010, noise=1e-3, seed=1):
+    """Hann-shaped tone bursts centred at `centres_s` over faint noise."""
+    rng = np.random.default_rng(seed)
+    y = noise * rng.standard_normal(int(seconds * sr))
+    half = int(dur_s * sr / 2)
+    env = np.hanning(2 * half + 1)
+    for c in centres_s:
+        k = int(round(c * sr))
+        tt = np.arange(k - half, k + half + 1) / sr
+        y[k - half : k + half + 1] += 0.5 * env * np.sin(2 * np.pi * freq * tt)
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("sr", [48000, 44100])
+def test_offset0_exact30_matches_paper_recipe(sr):
+    y = speechlike(sr, 2.3)
+    ref = paper_reference(y, sr)
+    res = compute_features(y, sr, 0.0, ref.shape[0], Fraction(30), FeaturesConfig())
+    assert res.mfcc.shape == ref.shape == (ref.shape[0], 28)
+    assert res.mfcc.dtype == np.float32
+    assert np.abs(res.mfcc - ref).max() <= 1e-4
+    # Row 0 is centred on sample 0, so half its window is the zero padding (librosa's center=True).
+    np.testing.assert_array_equal(res.padded, expected_padded(sr, 0.0, ref.shape[0], 30, len(y)))
+    assert res.padded[0] and res.recipe == "mead" and res.audio_duration_s == pytest.approx(2.3, abs=1e-4)
+
+
+def test_normalize_per_frame_is_row_standardised_reference():
+    sr = 48000
+    y = speechlike(sr, 1.5, seed=3)
+    ref = paper_reference(y, sr)
+    res = compute_features(y, sr, 0.0, ref.shape[0], Fraction(30), FeaturesConfig(normalize_per_frame=True))
+    want = (ref - ref.mean(axis=1, keepdims=True)) / ref.std(axis=1, keepdims=True)
+    assert np.abs(res.mfcc - want).max() <= 1e-4
+    assert feature_row(res)["normalize_per_frame"] is True
+
+
+@pytest.mark.parametrize("sr", [48000, 44100])
+def test_bursts_land_on_their_rows_with_offset_and_mead_fps(sr):
+    t0, n_frames = 0.4137, 90
+    rows = [3, 31, 58, 87]
+    y = tone_bursts(sr, 3.6, [t0 + float(k / MEAD_FPS) for k in rows])
+    res = compute_features(y, sr, t0, n_frames, MEAD_FPS)
+    c0 = res.mfcc[:, 0]
+    for k in rows:
+        near = slice(max(k - 4, 0), min(k + 5, n_frames))
+        assert np.argmax(c0[near]) + near.start == k
+        # Neighbouring windows (33 ms away, 25 ms long) do not see a 10 ms burst at all.
+        assert c0[k] > max(c0[k - 1], c0[k + 1] if k + 1 < n_frames else -np.inf) + 50
+    assert not res.padded.any()
+
+
+def test_rows_follow_the_exact_rational_rate_not_30fps():
+    """Clicks 12 ms before late rows' centres: inside the 12.5 ms half-window on the exact grid,
+    but 1.5 ms drift by row 3000 (30 vs 65521/2184 fps) would push them out of every window."""
+    sr, t0, n_frames = 48000, 0.25, 3050
+    rows = [100, 3000]
+    y = np.zeros(int(102 * sr), np.float32)
+    for k in rows:
+        y[round((Fraction(t0) + k / MEAD_FPS - Fraction(12, 1000)) * sr)] = 1.0
+    exact = compute_features(y, sr, t0, n_frames, MEAD_FPS).mfcc[:, 0]
+    floor = np.median(exact)
+    for k in rows:
+        assert exact[k] > floor + 100
+    assert np.sum(exact > floor + 1) == len(rows)
+    assumed30 = compute_features(y, sr, t0, n_frames, Fraction(30)).mfcc[:, 0]
+    assert assumed30[100] > floor + 100  # early rows still agree ...
+    assert (assumed30[2990:3010] < floor + 1).all()  # ... the late click is missed entirely
+
+
+def test_window_is_a_slice_of_the_whole_file_computation():
+    sr, fps = 48000, MEAD_FPS
+    y = speechlike(sr, 3.0, seed=5)
+    full = compute_features(y, sr, 0.1, 80, fps)
+    part = compute_features(y, sr, 0.1 + float(20 / fps), 40, fps)
+    np.testing.assert_allclose(part.mfcc, full.mfcc[20:60], atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_silent_audio_is_finite_and_flagged_at_edges(normalize):
+    sr, n_frames = 48000, 30
+    y = np.zeros(sr, np.float32)
+    res = compute_features(y, sr, 0.0, n_frames, MEAD_FPS, FeaturesConfig(normalize_per_frame=normalize))
+    assert res.mfcc.shape == (n_frames, 28) and np.isfinite(res.mfcc).all()
+    np.testing.assert_array_equal(res.padded, expected_padded(sr, 0.0, n_frames, MEAD_FPS, sr))
+    assert res.padded[0] and not res.padded[1:].any()
+
+
+def test_audio_shorter_than_one_window():
+    sr = 48000
+    y = speechlike(sr, 500 / sr)  # 500 samples < n_fft = 1200
+    res = compute_features(y, sr, 0.0, 12, MEAD_FPS)
+    assert res.mfcc.shape == (12, 28) and np.isfinite(res.mfcc).all()
+    assert res.padded.all()
+    assert feature_row(res)["padded_rows"] == 12
+
+
+def test_audio_shorter_than_clip_flags_the_uncovered_rows():
+    sr, t0, n_frames = 48000, 0.0123, 45
+    y = speechlike(sr, 1.0)
+    res = compute_features(y, sr, t0, n_frames, MEAD_FPS)
+    want = expected_padded(sr, t0, n_frames, MEAD_FPS, len(y))
+    np.testing.assert_array_equal(res.padded, want)
+    assert want[-15:].all() and not want[1:25].any()
+    assert np.isfinite(res.mfcc).all()
+
+
+def test_stereo_m4a_through_the_real_codec(tmp_path):
+    sr, t0, n_frames = 48000, 0.2, 50
+    rows = [5, 25, 44]
+    left = tone_bursts(sr, 2.0, [t0 + float(k / MEAD_FPS) for k in rows], dur_s=0.012)
+    right = 0.01 * np.random.default_rng(2).standard_normal(len(left)).astype(np.float32)
+    path = tmp_path / "take.m4a"
+    write_audio(str(path), np.stack([left, right]), sr)
+    y, got_sr = load_audio(Source(str(path)), mono=True)
+    assert got_sr == sr and y.ndim == 1
+    res = compute_features(y, got_sr, t0, n_frames, MEAD_FPS)
+    assert np.isfinite(res.mfcc).all() and not res.padded.any()
+    c0 = res.mfcc[:, 0]
+    for k in rows:
+        assert np.argmax(c0[k - 4 : k + 5]) + k - 4 == k
+    # A (channels, n) array is mixed to mono the same way load_audio does.
+    stereo = compute_features(np.stack([left, right]), sr, t0, n_frames, MEAD_FPS)
+    mono = compute_features((left + right) / 2, sr, t0, n_frames, MEAD_FPS)
+    np.testing.assert_allclose(stereo.mfcc, mono.mfcc, atol=1e-4)
+
+
+def test_zero_frames_and_bad_config():
+    res = compute_features(speechlike(48000, 0.5), 48000, 0.0, 0, MEAD_FPS)
+    assert res.mfcc.shape == (0, 28) and res.padded.shape == (0,)
+    empty = compute_features(np.zeros(0, np.float32), 48000, 0.0, 4, MEAD_FPS)
+    assert empty.padded.all() and np.isfinite(empty.mfcc).all() and empty.audio_duration_s == 0.0
+    with pytest.raises(ValueError, match="unknown features recipe"):
+        FeaturesConfig(recipe="mfcc40")
+    with pytest.raises(ValueError, match="channels"):
+        compute_features(np.zeros((2, 2, 10)), 48000, 0.0, 3, MEAD_FPS)
+    with pytest.raises(ValueError, match="NaN"):
+        compute_features(np.array([0.0, np.nan, 0.1] * 1000), 48000, 0.0, 3, MEAD_FPS)
+
+
+@pytest.mark.parametrize("n_rows", [1, 5, 15, 29, 30, 31, 64])
+def test_mfcc_window_equals_pad15_and_slice(n_rows):
+    feats = np.random.default_rng(n_rows).standard_normal((n_rows, 28)).astype(np.float32)
+    padded = np.concatenate([np.zeros((15, 28), np.float32), feats, np.zeros((15, 28), np.float32)])
+    out = np.full((30, 28), np.nan, np.float32)  # reused buffer with stale contents
+    for i in range(n_rows):
+        want = padded[i : i + 30]  # original code: rows [i - 15, i + 15)
+        np.testing.assert_array_equal(mfcc_window(feats, i), want)
+        assert mfcc_window(feats, i, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    with pytest.raises(IndexError):
+        mfcc_window(feats, n_rows)
+
+
+def test_save_load_roundtrip_without_pickle(tmp_path):
+    y = speechlike(48000, 1.0)
+    res = compute_features(y, 48000, 0.05, 40, MEAD_FPS)
+    path = save_features(res, tmp_path / "clip" / "mfcc.npz")
+    assert not list(tmp_path.rglob(f"*{TMP_MARK}*"))
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ["mfcc", "padded"]
+    mfcc, padded = load_features(path)
+    np.testing.assert_array_equal(mfcc, res.mfcc)
+    np.testing.assert_array_equal(padded, res.padded)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not a meadkit mfcc.npz"):
+        load_features(tmp_path / "bad.npz")
+
+
+def test_feature_row_fits_schema():
+    res = compute_features(speechlike(44100, 0.8), 44100, 0.0, 30, MEAD_FPS)
+    row = feature_row(res)
+    table = to_table([row], FEATURES_SCHEMA)
+    assert table.num_rows == 1 and set(row) == set(FEATURES_SCHEMA.names)
+    assert row["rows"] == 30 and row["sample_rate"] == 44100 and row["recipe"] == "mead"
+    assert row["padded_rows"] == int(res.padded.sum()) and row["audio_duration_s"] == pytest.approx(0.8, abs=1e-4)
