@@ -19,6 +19,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from meadkit.atomic import atomic_path, remove_orphans
 from meadkit.config import Pipeline
@@ -229,23 +230,29 @@ def load_records(out: Path | str) -> dict[str, dict]:
     return records
 
 
-def make_tasks(recordings: pd.DataFrame, out: Path | str, stages: tuple[str, ...] = STAGE_ORDER, **filters) -> list[TakeTask]:
-    """One task per take found in the recordings table, after structured filters (see `meadkit.select`)."""
+def make_tasks(recordings: pa.Table, out: Path | str, stages: tuple[str, ...] = STAGE_ORDER, **filters) -> list[TakeTask]:
+    """One task per take of the recordings table, after structured filters (see `meadkit.select`).
+
+    Rows travel as plain Python values from Arrow (ints stay ints, nulls are None).
+    """
     from meadkit.select import select
 
-    rec = recordings[recordings["take_id"].notna()]
-    rec = select(rec, **{k: v for k, v in filters.items() if k != "view"})
+    df = recordings.select(["take_id", "kind", "actor", "gender", "emotion", "level", "take", "view"]).to_pandas()
+    df = df[df["take_id"].notna()]
+    keep = select(df, **{k: v for k, v in filters.items() if k != "view"})
+    rows = recordings.take(keep.index.to_numpy()).to_pylist()
+    by_take: dict[str, list[dict]] = {}
+    for r in rows:
+        by_take.setdefault(r["take_id"], []).append(r)
+    views_wanted = set(filters.get("view") or ())
     tasks = []
-    for take_id, rows in rec.groupby("take_id", sort=True):
-        rows = rows.astype(object).where(rows.notna(), None)
-        ref = rows[rows["kind"] == "audio"]
-        views = rows[(rows["kind"] == "video") & rows["view"].notna()]
-        if filters.get("view"):
-            views = views[views["view"].isin(filters["view"])]
-        if views.empty:
-            continue
-        tasks.append(TakeTask(TakeKey.from_id(take_id), ref.iloc[0].to_dict() if len(ref) else None,
-                              [r.to_dict() for _, r in views.sort_values("view").iterrows()], str(out), stages))
+    for take_id in sorted(by_take):
+        group = by_take[take_id]
+        ref = next((r for r in group if r["kind"] == "audio"), None)
+        views = sorted((r for r in group if r["kind"] == "video" and r["view"] and (not views_wanted or r["view"] in views_wanted)),
+                       key=lambda r: r["view"])
+        if views:
+            tasks.append(TakeTask(TakeKey.from_id(take_id), ref, views, str(out), stages))
     return tasks
 
 
@@ -342,6 +349,7 @@ def run_prepare(
     stages: tuple[str, ...] = STAGE_ORDER,
     reindex: bool = False,
     progress: bool = True,
+    shards: bool = True,
     **filters,
 ) -> PrepareSummary:
     """The whole job on one machine or a Dask cluster; see the module docstring."""
@@ -359,8 +367,8 @@ def run_prepare(
         rec_path = out / "manifests" / "recordings.parquet"
         if reindex or not rec_path.exists():
             write_rows_table(index_corpus(raw, pipeline.index, n_jobs=n_jobs, progress=progress), rec_path)
-        recordings = read_table(rec_path)
-        summary.recording_status = Counter(recordings["status"])
+        recordings = pq.read_table(rec_path)
+        summary.recording_status = Counter(recordings.column("status").to_pylist())
         tasks = make_tasks(recordings, out, stages, **filters)
         done = load_records(out)
         todo = [t for t in tasks if done.get(t.key.id, {}).get("config_hash") != config_hash]
@@ -384,8 +392,21 @@ def run_prepare(
         summary.manifests = {"recordings": rec_path} | write_manifests(out, records, pipeline)
         summary.take_status = Counter(r["status"] for r in records)
         summary.clip_status = Counter(c["status"] for r in records for c in r["clips"])
+        if shards and "faces" in stages and "features" in stages:
+            summary.manifests["shards"] = _shards(out, pipeline, n_jobs, backend, scheduler, progress)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _shards(out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, progress: bool) -> str:
+    """Default shards of every ok clip in OUT/shards; a corpus with no usable clip gets a note, not a crash."""
+    from meadkit.shards import ShardError, build_shards
+
+    try:
+        meta = build_shards(out, out / "shards", pipeline.shards, n_jobs=n_jobs, backend=backend, scheduler=scheduler, progress=progress)
+    except ShardError as e:
+        return f"not written: {e}"
+    return f"{out / 'shards'} ({meta['n_clips']} clips, {meta['n_frames']} frames, {len(meta['shards'])} shard(s))"
 
 
 def write_rows_table(table, path: Path) -> None:
