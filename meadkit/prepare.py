@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from meadkit.atomic import atomic_path, remove_orphans
 from meadkit.config import Pipeline
 from meadkit.corpus.names import TakeKey
-from meadkit.manifest import read_table, write_rows
+from meadkit.manifest import write_rows, write_table
 from meadkit.splits import assign_splits
 
 #: Recording statuses whose file can be used (the reference audio may be short: features pad it).
@@ -129,7 +129,8 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
         record["n_frames"] = int(take_sync.n_frames)
     except Exception as e:  # one bad take must never stop the run
         record.update(status="failed", error=_describe(e), n_frames=0)
-        record["clips"] = [dict(_clip_base(r), status="failed", error=_describe(e)) for r in task.views]
+        record["clips"] = [_clip_base(r) if r["status"] not in USABLE_VIDEO else dict(_clip_base(r), status="failed", error=_describe(e))
+                           for r in task.views]
     record["times"] = {k: round(v, 3) for k, v in times.items()} | {"total": round(time.perf_counter() - started, 3)}
     commit_record(out, record)
     return record
@@ -243,7 +244,8 @@ def make_tasks(recordings: pa.Table, out: Path | str, stages: tuple[str, ...] = 
     rows = recordings.take(keep.index.to_numpy()).to_pylist()
     by_take: dict[str, list[dict]] = {}
     for r in rows:
-        by_take.setdefault(r["take_id"], []).append(r)
+        if r["status"] != "duplicate":  # the copy index kept is used; the other stays in recordings.parquet
+            by_take.setdefault(r["take_id"], []).append(r)
     views_wanted = set(filters.get("view") or ())
     tasks = []
     for take_id in sorted(by_take):
@@ -366,7 +368,7 @@ def run_prepare(
         (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
         rec_path = out / "manifests" / "recordings.parquet"
         if reindex or not rec_path.exists():
-            write_rows_table(index_corpus(raw, pipeline.index, n_jobs=n_jobs, progress=progress), rec_path)
+            write_table(index_corpus(raw, pipeline.index, n_jobs=n_jobs, progress=progress, exclude=[out]), rec_path)
         recordings = pq.read_table(rec_path)
         summary.recording_status = Counter(recordings.column("status").to_pylist())
         tasks = make_tasks(recordings, out, stages, **filters)
@@ -407,12 +409,3 @@ def _shards(out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler,
     except ShardError as e:
         return f"not written: {e}"
     return f"{out / 'shards'} ({meta['n_clips']} clips, {meta['n_frames']} frames, {len(meta['shards'])} shard(s))"
-
-
-def write_rows_table(table, path: Path) -> None:
-    """Write the index result (a pyarrow Table or DataFrame) as the recordings manifest."""
-    from meadkit.manifest import write_table
-
-    if isinstance(table, pd.DataFrame):
-        table = pa.Table.from_pandas(table, preserve_index=False)
-    write_table(table, path)

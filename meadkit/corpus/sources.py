@@ -28,7 +28,7 @@ class Source:
         """A seekable binary stream of the recording's bytes."""
         if not self.in_archive:
             return open(self.path, "rb")
-        return io.BufferedReader(_Window(self.path, self.offset, self.size or 0), buffer_size=1 << 20)
+        return io.BufferedReader(_Window(self.path, self.offset, self.size or 0), buffer_size=1 << 16)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.member}" if self.in_archive else self.path

@@ -1,0 +1,464 @@
+"""The index stage: find every recording of a MEAD download, probe it, and say what is there and what is broken.
+
+Output is one row per file (and per expected-but-absent take/view) in `RECORDINGS_SCHEMA`,
+written to `OUT/manifests/recordings.parquet`; every row has a `status` and, unless it is
+'ok', a readable `error`. Later stages read recordings back with `source_of(row)`.
+"""
+from __future__ import annotations
+
+import statistics
+import struct
+from collections import Counter, defaultdict
+from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+from joblib import Parallel, delayed, effective_n_jobs
+from tqdm.auto import tqdm
+
+from meadkit.corpus.archive import Entry, discover
+from meadkit.corpus.names import (
+    ACTOR_RE, EMOTIONS, VIEWS, BadName, TakeKey, audio_relpath, gender, nominal_levels, nominal_takes, parse_path, video_relpath,
+)
+from meadkit.corpus.sources import Source
+from meadkit.manifest import to_table, write_table
+from meadkit.media.probe import MediaError, probe
+
+#: Where the stage writes its table, relative to the output folder.
+RECORDINGS_PATH = Path("manifests/recordings.parquet")
+
+#: Every status a row can have; 'ok' rows have a null `error`, all others say why.
+STATUSES = ("ok", "no_audio", "short_audio", "corrupt", "unrecognized", "unsafe", "compressed", "duplicate", "missing")
+#: Statuses whose file later stages can use (a view without audio still gives frames; short audio still gives MFCC).
+USABLE_STATUSES = ("ok", "no_audio", "short_audio")
+#: Slot name of the reference audio where views are listed.
+AUDIO_SLOT = "audio"
+
+RECORDINGS_SCHEMA = pa.schema(
+    [
+        pa.field("actor", pa.string()),
+        pa.field("gender", pa.string()),
+        pa.field("emotion", pa.string()),
+        pa.field("level", pa.int8()),
+        pa.field("take", pa.int16()),
+        pa.field("take_id", pa.string()),
+        pa.field("view", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("relpath", pa.string()),
+        pa.field("source_path", pa.string()),
+        pa.field("member", pa.string()),
+        pa.field("member_offset", pa.int64()),
+        pa.field("member_size", pa.int64()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("container", pa.string()),
+        pa.field("video_codec", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("fps_num", pa.int64()),
+        pa.field("fps_den", pa.int64()),
+        pa.field("n_frames", pa.int64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("audio_codec", pa.string()),
+        pa.field("sample_rate", pa.int32()),
+        pa.field("channels", pa.int16()),
+        pa.field("audio_duration_s", pa.float64()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+    ]
+)
+_KIND_BY_EXT = {".mp4": "video", ".m4a": "audio"}
+_SLOT_ORDER = {v: i for i, v in enumerate(VIEWS + (AUDIO_SLOT,))}
+
+
+@dataclass
+class IndexConfig:
+    """Settings of the index stage (the `[index]` table of a pipeline TOML)."""
+
+    #: A take's reference audio may be this much shorter than its views' median video duration before it is
+    #: flagged `short_audio`. Real MEAD mismatches are ~0.04 s; the cameras of one take differ by a few tenths.
+    short_audio_tolerance_s: float = 0.5
+
+
+# ---------------------------------------------------------------- one file
+
+
+def probe_entry(entry: Entry) -> dict:
+    """The manifest row of one discovered entry: parsed name, probe fields, status and error (never raises)."""
+    src = entry.source
+    row = {
+        "relpath": entry.relpath,
+        "source_path": src.path if src else None,
+        "member": src.member if src else None,
+        "member_offset": src.offset if src and src.in_archive else None,
+        "member_size": src.size if src and src.in_archive else None,
+        "size_bytes": entry.size,
+        "kind": entry.kind,
+        "status": entry.status or None,
+        "error": entry.error,
+    }
+    if entry.kind == "archive":
+        return _set_actor(row, entry.actor_hint)
+    try:
+        name = parse_path(entry.relpath, entry.actor_hint)
+    except BadName as e:
+        row["kind"] = _KIND_BY_EXT.get(Path(entry.relpath).suffix.lower(), "other")
+        _set_actor(row, next((p for p in Path(entry.relpath).parts if ACTOR_RE.match(p)), entry.actor_hint))
+        if not row["status"]:
+            row.update(status="unrecognized", error=f"unrecognized name: {e}")
+        return row
+    _set_key(row, name.key, name.view, name.kind)
+    if not row["status"]:
+        row.update(_probe_status(src, entry.size, name.kind))
+    return row
+
+
+def _set_actor(row: dict, actor: Optional[str]) -> dict:
+    row["actor"], row["gender"] = actor, (gender(actor) if actor else None)
+    return row
+
+
+def _set_key(row: dict, key: TakeKey, view: Optional[str], kind: str) -> dict:
+    _set_actor(row, key.actor)
+    row.update(emotion=key.emotion, level=key.level, take=key.take, take_id=key.id, view=view, kind=kind)
+    return row
+
+
+def _probe_status(src: Source, size: Optional[int], kind: str) -> dict:
+    """Probe fields plus the file's own status (ok / no_audio / corrupt)."""
+    out: dict = {}
+    problems = []
+    try:
+        trunc = bmff_truncation(src, size)
+        if trunc:
+            problems.append(trunc)
+        out.update(probe(src).as_dict())
+    except MediaError as e:
+        problems.append(str(e))
+    except Exception as e:  # one bad file never stops the run
+        problems.append(f"unexpected error while probing {src}: {type(e).__name__}: {e}")
+    if problems:
+        return {**out, "status": "corrupt", "error": "; ".join(problems)}
+    if kind == "video" and not out.get("video_codec"):
+        return {**out, "status": "corrupt", "error": "no video stream in a view video"}
+    if kind == "video" and out.get("n_frames") == 0:
+        return {**out, "status": "corrupt", "error": "video stream holds no frames"}
+    if kind == "audio" and not out.get("has_audio"):
+        return {**out, "status": "corrupt", "error": "no audio stream in the reference audio file"}
+    if kind == "video" and not out.get("has_audio"):
+        return {**out, "status": "no_audio", "error": "view video has no audio stream (cannot be synced by its own sound)"}
+    return {**out, "status": "ok", "error": None}
+
+
+#: Top-level ISO-BMFF box types; bytes after the last box that do not start one are taken as harmless padding.
+_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"moof", b"mfra", b"meta", b"pdin",
+              b"styp", b"sidx", b"udta", b"pnot", b"prfl"}
+
+
+def bmff_truncation(src: Source, size: Optional[int]) -> Optional[str]:
+    """For an ISO-BMFF file (mp4/m4a), why its top-level boxes overrun the file (truncated), else None.
+
+    Reads only box headers, so it catches a truncated `mdat` even when the index (`moov`)
+    survived at the front of the file and the probe would look fine.
+    """
+    with src.open() as fh:
+        f = getattr(fh, "raw", fh)  # unbuffered: a few 16-byte header reads, not a buffer refill per box
+        if size is None:
+            size = f.seek(0, 2)
+        pos, boxes = 0, 0
+        while pos + 8 <= size and boxes < 100_000:
+            f.seek(pos)
+            head = f.read(16)
+            box_size, box_type = struct.unpack(">I4s", head[:8])
+            if boxes == 0 and box_type != b"ftyp":
+                return None  # not ISO-BMFF; the probe judges it
+            if box_type not in _TOP_BOXES:
+                return None  # trailing padding or an unknown box: nothing is cut
+            if box_size == 1 and len(head) == 16:
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            elif box_size == 0:
+                return None  # last box runs to the end of the file
+            name = box_type.decode("latin-1")
+            if box_size < 8:
+                return f"corrupt: invalid size {box_size} of box {name!r} at byte {pos}"
+            if pos + box_size > size:
+                return f"truncated: box {name!r} at byte {pos} needs {box_size} bytes but only {size - pos} remain"
+            pos += box_size
+            boxes += 1
+    return None
+
+
+# ---------------------------------------------------------------- the whole corpus
+
+
+def _probe_batch(entries: Sequence[Entry]) -> list[dict]:
+    return [probe_entry(e) for e in entries]
+
+
+def _probe_all(entries: list[Entry], n_jobs: int, progress: bool, batch_fn: Callable = _probe_batch) -> list[dict]:
+    """Rows for `entries` in order, probed in `n_jobs` processes, with a progress bar.
+
+    A file that kills its worker process (a crash inside FFmpeg) is narrowed down by re-running
+    its batch one file at a time, and becomes a `corrupt` row; the run goes on.
+    """
+    rows: list[dict] = []
+    with tqdm(total=len(entries), unit="file", desc="index", disable=not progress) as bar:
+        if n_jobs == 1 or len(entries) < 2:
+            for e in entries:
+                rows.append(probe_entry(e))
+                bar.update(1)
+            return rows
+        step = max(1, min(64, len(entries) // (effective_n_jobs(n_jobs) * 8)))
+        pending = [entries[i : i + step] for i in range(0, len(entries), step)]
+        while pending:
+            done = 0
+            try:
+                for got in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(batch_fn)(b) for b in pending):
+                    rows.extend(got)
+                    bar.update(len(got))
+                    done += 1
+                pending = []
+            except BrokenExecutor as e:
+                failed, pending = pending[done], pending[done + 1 :]
+                if len(failed) > 1:
+                    pending = [[x] for x in failed] + pending
+                    continue
+                got = _probe_alone(failed[0], batch_fn, e)
+                rows.append(got)
+                bar.update(1)
+    return rows
+
+
+def _probe_alone(entry: Entry, batch_fn: Callable, crash: BaseException) -> dict:
+    """Probe one entry in a worker of its own; if that worker dies too, the entry is a `corrupt` row."""
+    try:
+        (row,) = Parallel(n_jobs=2)([delayed(batch_fn)([entry])])[0]
+        return row
+    except BrokenExecutor:
+        why = f"probing this file crashed the worker process ({type(crash).__name__})"
+        return probe_entry(replace(entry, status="corrupt", error=why))  # a preset status: not probed again
+
+
+def index_corpus(
+    raw: Path | str,
+    config: Optional[IndexConfig] = None,
+    n_jobs: int = 1,
+    progress: bool = True,
+    exclude: Iterable[Path | str] = (),
+) -> pa.Table:
+    """Discover, probe and cross-check every recording under `raw`; a table in `RECORDINGS_SCHEMA`.
+
+    `raw` is a MEAD tree, a folder of per-actor tars, a mix, or a single tar. Folders in
+    `exclude` (e.g. the output folder) are skipped. Never raises on bad recordings.
+    """
+    config = config or IndexConfig()
+    rows = _probe_all(discover(raw, exclude), n_jobs, progress)
+    rows = cross_check(rows, config)
+    rows.sort(key=_row_order)
+    return to_table(rows, RECORDINGS_SCHEMA)
+
+
+def write_recordings(table: pa.Table, out: Path | str) -> Path:
+    """Write the index table to `OUT/manifests/recordings.parquet` (atomically)."""
+    return write_table(table, Path(out) / RECORDINGS_PATH)
+
+
+def _row_order(r: Mapping) -> tuple:
+    """Sort key: by actor, take and slot; a take/view's used copy before its duplicates."""
+    slot = r.get("view") or (AUDIO_SLOT if r.get("kind") == "audio" else "")
+    return (r.get("actor") is None, r.get("actor") or "", r.get("emotion") or "", r.get("level") or 0,
+            r.get("take") or 0, _SLOT_ORDER.get(slot, 99), r.get("status") == "duplicate", r.get("relpath") or "",
+            r.get("member") or "")
+
+
+def _slot(r: Mapping) -> str:
+    return r["view"] if r.get("view") else AUDIO_SLOT
+
+
+def _has_take(r: Mapping) -> bool:
+    return r.get("take_id") is not None and r.get("kind") in ("video", "audio")
+
+
+# ---------------------------------------------------------------- checks across files
+
+
+def cross_check(rows: list[dict], config: IndexConfig) -> list[dict]:
+    """Flag duplicates and short reference audio, and add `missing` rows; returns the extended row list."""
+    _flag_duplicates(rows)
+    _flag_short_audio(rows, config.short_audio_tolerance_s)
+    return rows + _missing_rows(rows)
+
+
+def _preference(r: Mapping, position: int) -> tuple:
+    """Which copy of a take/view to keep: usable first, then a plain file before a tar member, then first found."""
+    rank = 0 if r["status"] in USABLE_STATUSES else 1 if r["status"] in ("corrupt", "compressed") else 2
+    return (rank, r.get("member") is not None, position)
+
+
+def _flag_duplicates(rows: list[dict]) -> None:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if _has_take(r):
+            groups[(r["take_id"], _slot(r))].append(i)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        keep = min(idx, key=lambda i: _preference(rows[i], i))
+        kept = rows[keep]
+        where = f"{kept['source_path']}:{kept['member']}" if kept.get("member") else kept["source_path"]
+        for i in idx:
+            if i != keep:
+                r = rows[i]
+                also = f" (this copy is also {r['status']}: {r['error']})" if r["status"] != "ok" else ""
+                r.update(status="duplicate", error=f"same take and view as {where}, which is used instead{also}")
+
+
+def _flag_short_audio(rows: list[dict], tolerance: float) -> None:
+    videos: dict[str, list[float]] = defaultdict(list)
+    audios: dict[str, dict] = {}
+    for r in rows:
+        if not _has_take(r) or r["status"] not in USABLE_STATUSES:
+            continue
+        if r["kind"] == "video" and r.get("duration_s"):
+            videos[r["take_id"]].append(r["duration_s"])
+        elif r["kind"] == "audio" and r.get("audio_duration_s") is not None:
+            audios[r["take_id"]] = r
+    for take_id, a in audios.items():
+        if take_id not in videos:
+            continue
+        median = statistics.median(videos[take_id])
+        short = median - a["audio_duration_s"]
+        if short > tolerance:
+            a.update(status="short_audio", error=(
+                f"reference audio lasts {a['audio_duration_s']:.3f} s, {short:.3f} s less than the median video "
+                f"duration {median:.3f} s of the take's {len(videos[take_id])} views (tolerance {tolerance} s)"))
+
+
+def _missing_rows(rows: list[dict]) -> list[dict]:
+    """Rows for (take, slot) pairs absent although the same take exists elsewhere and the actor has that slot."""
+    actor_slots: dict[str, set[str]] = defaultdict(set)
+    present: dict[TakeKey, set[str]] = defaultdict(set)
+    for r in rows:
+        if _has_take(r):
+            actor_slots[r["actor"]].add(_slot(r))
+            present[TakeKey.from_id(r["take_id"])].add(_slot(r))
+    out = []
+    for key in sorted(present):
+        have = present[key]
+        for slot in sorted(actor_slots[key.actor] - have, key=_SLOT_ORDER.get):
+            view = None if slot == AUDIO_SLOT else slot
+            kind = "audio" if view is None else "video"
+            rel = audio_relpath(key.actor, key.emotion, key.level, key.take) if view is None else \
+                video_relpath(key.actor, view, key.emotion, key.level, key.take)
+            where = ", ".join(sorted(have, key=_SLOT_ORDER.get))
+            row = _set_key({"relpath": rel, "status": "missing"}, key, view, kind)
+            row["error"] = f"no {'reference audio' if view is None else slot + ' video'} for take {key.id}, which exists in: {where}"
+            out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- reading the table back
+
+
+def source_of(row: Mapping) -> Optional[Source]:
+    """The `Source` a recordings row points at (a file, or a member of a tar read in place); None if it has none."""
+    path = row.get("source_path")
+    if path is None or (isinstance(path, float) and pd.isna(path)):
+        return None
+    member = row.get("member")
+    if member is None or (isinstance(member, float) and pd.isna(member)):
+        return Source(str(path))
+    return Source(str(path), str(member), int(row["member_offset"]), int(row["member_size"]))
+
+
+def take_sources(table: pa.Table | pd.DataFrame, statuses: Sequence[str] = USABLE_STATUSES) -> dict[str, dict[str, Source]]:
+    """{take_id: {view or 'audio': Source}} for the rows whose status is in `statuses`."""
+    df = _frame(table)
+    df = df[df["status"].isin(list(statuses)) & df["take_id"].notna() & df["kind"].isin(["video", "audio"])]
+    out: dict[str, dict[str, Source]] = defaultdict(dict)
+    for r in df.to_dict("records"):
+        out[r["take_id"]][r["view"] if isinstance(r["view"], str) else AUDIO_SLOT] = source_of(r)
+    return dict(out)
+
+
+def _frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    return table.to_pandas() if isinstance(table, pa.Table) else table
+
+
+# ---------------------------------------------------------------- summary
+
+
+def nominal_per_view() -> int:
+    """Nominal takes per view (and for the reference audio) of one actor: 7 x 3 x 30 + 40 = 670."""
+    return sum(nominal_takes(e) * len(nominal_levels(e)) for e in EMOTIONS)
+
+
+def take_counts(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """Per (actor, slot): takes with a file (`found`), takes with a usable file (`usable`), and `nominal`."""
+    df = _frame(table)
+    df = df[df["take_id"].notna() & df["kind"].isin(["video", "audio"]) & ~df["status"].isin(["missing", "duplicate"])]
+    df = df.assign(slot=df["view"].fillna(AUDIO_SLOT), usable=df["status"].isin(list(USABLE_STATUSES)))
+    g = df.groupby(["actor", "slot"])
+    out = pd.DataFrame({"found": g["take_id"].nunique(), "usable": df[df["usable"]].groupby(["actor", "slot"])["take_id"].nunique()})
+    out = out.fillna(0).astype("int64").reset_index()
+    out["nominal"] = nominal_per_view()
+    out["order"] = out["slot"].map(_SLOT_ORDER)
+    return out.sort_values(["actor", "order"]).drop(columns="order").reset_index(drop=True)
+
+
+def take_gaps(table: pa.Table | pd.DataFrame) -> list[TakeKey]:
+    """Take numbers absent from every view and the audio of an (actor, emotion, level), below its highest take."""
+    df = _frame(table)
+    df = df[df["take_id"].notna()]
+    gaps = []
+    for (actor, emotion, level), takes in df.groupby(["actor", "emotion", "level"])["take"]:
+        have = set(int(t) for t in takes)
+        gaps += [TakeKey(actor, emotion, int(level), t) for t in range(1, max(have)) if t not in have]
+    return sorted(gaps)
+
+
+def absent_cells(table: pa.Table | pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(actor, emotion, level) cells that other actors have but this actor has no file of at all (whole takes gone)."""
+    df = _frame(table)
+    df = df[df["take_id"].notna()]
+    have = {a: set(zip(g["emotion"], g["level"].astype(int))) for a, g in df.groupby("actor")}
+    every = set().union(*have.values()) if have else set()
+    return sorted((a, e, lv) for a, cells in have.items() for e, lv in every - cells)
+
+
+def summarize(table: pa.Table | pd.DataFrame) -> str:
+    """A readable report: per actor, takes found per view against nominal, absent takes, defects by kind."""
+    df = _frame(table)
+    counts = take_counts(df)
+    gaps, absent = take_gaps(df), absent_cells(df)
+    status = Counter(df["status"])
+    n_files = int((df["status"] != "missing").sum())
+    lines = [f"{n_files} files, {df['actor'].dropna().nunique()} actors: "
+             + ", ".join(f"{s} {status[s]}" for s in STATUSES if status[s])]
+    for actor in sorted(df["actor"].dropna().unique()):
+        sub = df[df["actor"] == actor]
+        c = counts[counts["actor"] == actor]
+        cells = sub[sub["take_id"].notna()].groupby(["emotion", "level"]).ngroups
+        lines.append(f"{actor} ({gender(actor)}): {len(sub)} rows, {cells} emotion/level cells; "
+                     f"takes found (usable) / nominal {nominal_per_view()}:")
+        lines.append("  " + "  ".join(f"{r.slot} {r.found} ({r.usable})" for r in c.itertuples()))
+        agaps = [g for g in gaps if g.actor == actor]
+        if agaps:
+            lines.append(f"  numbering gaps ({len(agaps)}): " + ", ".join(f"{g.emotion}/{g.level}/{g.take:03d}" for g in agaps[:12])
+                         + (" ..." if len(agaps) > 12 else ""))
+        acells = [f"{e}/{lv}" for a, e, lv in absent if a == actor]
+        if acells:
+            lines.append(f"  emotion/level cells other actors have but this one lacks ({len(acells)}): " + ", ".join(acells))
+        bad = Counter(s for s in sub["status"] if s != "ok")
+        lines.append("  defects: " + (", ".join(f"{s} {bad[s]}" for s in STATUSES if bad[s]) or "none"))
+    orphans = df[df["actor"].isna()]
+    if len(orphans):
+        bad = Counter(orphans["status"])
+        lines.append("(no actor): " + ", ".join(f"{s} {bad[s]}" for s in STATUSES if bad[s]))
+    archives = df[df["kind"] == "archive"]
+    for r in archives.itertuples():
+        lines.append(f"archive {r.relpath}: {r.status}: {r.error}")
+    return "\n".join(lines)
