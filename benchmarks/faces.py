@@ -1,0 +1,126 @@
+"""Faces stage throughput, memory and accuracy on 1080p clips with known landmarks, against baselines
+measured in the same run: (a) decoding only, (c) the peer approach (detect + fit on every full frame).
+
+Accuracy and speed per view on a 1080p synthetic corpus (`meadkit.corpus.synth`, made once under --dir);
+worker memory on a moving real-face clip (`meadkit.faces.testclip`) of --short and --long seconds.
+
+    python benchmarks/faces.py [--seconds 4] [--short 10] [--long 30] [--peer-frames 40] [--dir /tmp/meadkit-bench-faces]
+
+Targets (issue 5): (b)/(a) >= 0.5 (aim 0.7), (b)/(c) >= 10, worker peak RSS < 1 GB and flat in clip length,
+NME no worse than (c) and lower jitter, face found on >= 99% of front/30-degree frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from meadkit.corpus.sources import Source
+from meadkit.corpus.synth import SynthConfig, default_truth_path, read_truth, synthesize, truth_landmarks
+from meadkit.faces import FacesConfig, backend_for, process_view
+from meadkit.faces.align import interocular
+from meadkit.faces.smooth import jitter
+from meadkit.faces.testclip import per_frame_landmarks, write_clip
+from meadkit.media.video import iter_frames
+
+W, H = 1920, 1080
+
+
+def clip(folder: Path, yaw: int, seconds: float) -> tuple[Path, Path]:
+    """A 1080p clip (and its truth .npy) made once and reused by later runs."""
+    n = round(seconds * 30)
+    path, truth = folder / f"yaw{yaw}_{n}.mp4", folder / f"yaw{yaw}_{n}.truth.npy"
+    if not (path.exists() and truth.exists()):
+        np.save(truth, write_clip(path, n, yaw, W, H, iod_px=0.055 * W, seed=yaw))
+    return path, truth
+
+
+def nme(pred, truth, ok) -> float:
+    err = np.sqrt(((pred - truth) ** 2).sum(-1)).mean(-1) / interocular(truth)
+    return float(err[ok].mean()) if ok.any() else float("nan")
+
+
+def worker(path: str, n: int, out: str) -> None:
+    """Child process: run the stage once and print its peak RSS, so memory is measured per worker."""
+    t = time.perf_counter()
+    r = process_view(Source(path), 0, n, Path(out) / "w.mp4", Path(out) / "w.faces.npz", FacesConfig())
+    dt = time.perf_counter() - t
+    # VmHWM: this process's own peak RSS (ru_maxrss would also count the parent's peak before exec)
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"status": r.status, "fps": n / dt, "maxrss_mb": hwm / 1024}))
+
+
+def synth_corpus(folder: Path, seconds: float) -> tuple[Path, Path]:
+    """A 1080p synthetic corpus (2 actors, one take, five views) made once and reused by later runs."""
+    raw = folder / "synth" / "raw"
+    truth = default_truth_path(raw)
+    if not truth.exists():
+        truth = synthesize(raw, SynthConfig(actors=2, emotions=("happy",), levels=(3,), takes=1, seconds=seconds,
+                                            views=("front", "left_30", "right_30", "left_60", "right_60"),
+                                            seed=3, voice="procedural"))
+    return raw, truth
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=4, help="length of the synthetic takes")
+    ap.add_argument("--short", type=float, default=10, help="memory: short clip length (s)")
+    ap.add_argument("--long", type=float, default=30, help="memory: long clip length (s)")
+    ap.add_argument("--peer-frames", type=int, default=40, help="frames the slow peer approach runs on")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/meadkit-bench-faces"))
+    args = ap.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    cfg = FacesConfig()
+    backend = backend_for(cfg)
+    raw, truth_path = synth_corpus(args.dir, args.seconds)
+    df = read_truth(truth_path)
+    df = df[(df.kind == "video") & df.written].sort_values(["view", "take_id"])
+    print(f"load average at start: {os.getloadavg()}  (cores: {os.cpu_count()})")
+    print(f"{'take':>16} {'view':>8} {'a dec f/s':>9} {'b faces':>8} {'c peer':>7} {'b/a':>5} {'b/c':>5} "
+          f"{'found':>6} {'NME':>7} {'jitter':>7} | first {args.peer_frames} frames: {'NME':>7} {'peerNME':>7} "
+          f"{'jitter':>7} {'peerJit':>7} {'peerFound':>9}")
+    for r in df.itertuples():
+        truth = truth_landmarks(truth_path, r.take_id, r.view).astype(np.float64)
+        n, k = len(truth), min(args.peer_frames, len(truth))
+        src = Source(str(raw / r.relpath))
+        t = time.perf_counter()
+        for _ in iter_frames(src):
+            pass
+        a = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        res = process_view(src, 0, n, args.dir / "out.mp4", args.dir / "out.faces.npz", cfg)
+        b = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        peer, peer_ok = per_frame_landmarks(src, 0, k, backend)
+        c = k / (time.perf_counter() - t)
+        z = np.load(args.dir / "out.faces.npz", allow_pickle=False) if res.status in ("ok", "partial") else None
+        ours = z["landmarks_src"].astype(np.float64) if z is not None else np.full((n, 68, 2), np.nan)
+        ok = z["valid"] if z is not None else np.zeros(n, bool)
+        print(f"{r.take_id:>16} {r.view:>8} {a:9.1f} {b:8.1f} {c:7.2f} {b / a:5.2f} {b / c:5.1f} "
+              f"{res.found_ratio:6.3f} {nme(ours, truth, ok):7.4f} {jitter(ours, ok):7.4f} | "
+              f"{'':>14}{nme(ours[:k], truth[:k], ok[:k]):7.4f} {nme(peer, truth[:k], peer_ok):7.4f} "
+              f"{jitter(ours[:k], ok[:k]):7.4f} {jitter(peer, peer_ok):7.4f} {peer_ok.mean():9.3f}  [{res.status}]")
+    print("NME and jitter in inter-ocular distances; peer = HOG + 68 points on every full-resolution frame")
+
+    print("worker peak memory (separate processes, a moving-face clip, front):")
+    for seconds in (args.short, args.long):
+        path, truth_file = clip(args.dir, 0, seconds)
+        n = len(np.load(truth_file))
+        out = subprocess.run([sys.executable, __file__, "--worker", str(path), str(n), str(args.dir)],
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        res = json.loads(out)
+        print(f"  {seconds:5.0f} s clip ({n} frames): peak RSS {res['maxrss_mb']:.0f} MB, {res['fps']:.1f} f/s, {res['status']}")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        main()

