@@ -185,7 +185,7 @@ def _faces(source, view_sync, pipeline: Pipeline, cdir: Path, view: str, out: Pa
 
     video, arrays = cdir / f"{view}.mp4", cdir / f"{view}.faces.npz"
     res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces)
-    ok = res.status == "ok"
+    ok = res.status in ("ok", "partial")  # partial views keep their outputs; the status says why they are not ok
     return {
         "status": res.status, "error": res.error, "found_ratio": res.found_ratio, "mean_score": res.mean_score,
         "jitter": res.jitter, "crop_size": pipeline.faces.crop_size,
@@ -364,6 +364,8 @@ def run_prepare(
     started = time.perf_counter()
     with OutputLock(out):
         remove_orphans(out)
+        if "faces" in stages:
+            _check_face_backend(pipeline)
         config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
         (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
         rec_path = out / "manifests" / "recordings.parquet"
@@ -398,6 +400,16 @@ def run_prepare(
             summary.manifests["shards"] = _shards(out, pipeline, n_jobs, backend, scheduler, progress)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_face_backend(pipeline: Pipeline) -> None:
+    """Fail before any work if the face backend cannot load (e.g. FAN weights absent offline)."""
+    from meadkit.faces import FaceBackendUnavailable, backend_for
+
+    try:
+        backend_for(pipeline.faces)
+    except FaceBackendUnavailable as e:
+        raise RuntimeError(f"face backend {pipeline.faces.backend!r} unavailable: {e}") from None
 
 
 def _shards(out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, progress: bool) -> str:
