@@ -63,8 +63,12 @@ def _guarded(fn, task, on_crash):
 
 
 def _run_joblib(fn, tasks, n_jobs, on_crash) -> Iterator[dict]:
+    import warnings
+
     from joblib import Parallel, delayed, parallel_config
 
+    # loky replaces a worker whose memory grew (decoders, model weights); the task is not lost, so the warning is noise
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
     with parallel_config(backend="loky", inner_max_num_threads=1):
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")(
             delayed(_guarded)(_SingleThreaded(fn), t, on_crash) for t in tasks

@@ -1,0 +1,167 @@
+"""ShardDataset: samples equal the prepared clip outputs, neutral references, filters, loaders, verification."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
+from meadkit.data import MFCC_CONTEXT, ShardDataset, balanced_sampler, collate_batch, make_loader
+from meadkit.shards import ShardError
+from test_shards import SIZE, expected_clip, prepared, shard_set  # noqa: F401  (shared fixtures)
+
+
+def _window(mfcc: np.ndarray, i: int) -> np.ndarray:
+    """The paper's window written out independently: pad 15 zero rows on each side, take rows [i, i+30)."""
+    padded = np.concatenate([np.zeros((15, 28), np.float32), mfcc, np.zeros((15, 28), np.float32)])
+    return padded[i : i + MFCC_CONTEXT]
+
+
+@pytest.fixture(scope="module")
+def expected(prepared):
+    """Per (take_id, view): the expected arrays, from the prepared files themselves."""
+    out, clips = prepared
+    return {(r["take_id"], r["view"]): (r, expected_clip(out, r)) for r in clips.to_dict("records")}
+
+
+def test_every_sample_equals_the_prepared_clip_outputs(shard_set, expected):
+    ds = ShardDataset(shard_set)
+    assert len(ds) == sum(r["n_frames"] for r, _ in expected.values())
+    batch = ds.__getitems__(list(range(len(ds))))
+    seen = 0
+    for c, clip in ds.clips.iterrows():
+        row, exp = expected[(clip["take_id"], clip["view"])]
+        for f in range(row["n_frames"]):
+            j = seen + f
+            np.testing.assert_array_equal(batch["frame"][j].numpy(), exp["frames"][f])
+            np.testing.assert_array_equal(batch["landmarks"][j].numpy(), exp["landmarks"][f])
+            np.testing.assert_array_equal(batch["mfcc"][j].numpy(), _window(exp["mfcc"], f))
+            assert batch["valid"][j] == exp["valid"][f] and batch["padded"][j] == exp["padded"][f]
+            assert batch["emotion"][j] == emotion_label(row["emotion"]) and batch["level"][j] == row["level"] - 1
+            assert ds.vocab["actors"][batch["actor"][j]] == row["actor"] and VIEWS[batch["view"][j]] == row["view"]
+        seen += row["n_frames"]
+    # the per-sample path gives the same values and types
+    for i in (0, 5, len(ds) - 1):
+        one = ds[i]
+        assert one["frame"].shape == (3, SIZE, SIZE) and one["frame"].dtype == torch.uint8
+        assert one["mfcc"].shape == (MFCC_CONTEXT, 28) and one["mfcc"].dtype == torch.float32
+        assert one["emotion"].dtype == torch.int64 and one["emotion"].shape == ()
+        for k, v in one.items():
+            assert torch.equal(v, batch[k][i]), k
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_neutral_is_a_frame_of_the_same_actor_and_views_neutral_clip(shard_set, expected, caplog):
+    with caplog.at_level(logging.WARNING, logger="meadkit.data"):
+        ds = ShardDataset(shard_set, seed=3)
+    lacking = [r for r in caplog.records if "no neutral clip" in r.getMessage()]
+    assert len(lacking) == 1 and "W009/left_30" in lacking[0].getMessage()
+    neutral = {(r["actor"], r["view"]): e["frames"] for r, e in expected.values() if r["emotion"] == "neutral"}
+    batch = ds.__getitems__(list(range(len(ds))))
+    seen, picked = 0, set()
+    for _, clip in ds.clips.iterrows():
+        row, exp = expected[(clip["take_id"], clip["view"])]
+        for f in range(row["n_frames"]):
+            got = batch["neutral"][seen + f].numpy()
+            pool = neutral.get((row["actor"], row["view"]))
+            if pool is None:  # no neutral clip for this pair: the first frame of the sample's own clip
+                np.testing.assert_array_equal(got, exp["frames"][0])
+            else:
+                k = [m for m in range(len(pool)) if np.array_equal(pool[m], got)]
+                assert k, f"neutral of {row['take_id']}/{row['view']} frame {f} is not a frame of its neutral clip"
+                picked.add((row["actor"], row["view"], k[0]))
+        seen += row["n_frames"]
+    assert len(picked) > 10  # references are spread over the neutral clip, not one fixed frame
+    again = ShardDataset(shard_set, seed=3).__getitems__(list(range(len(ds))))["neutral"]
+    other = ShardDataset(shard_set, seed=4).__getitems__(list(range(len(ds))))["neutral"]
+    assert torch.equal(again, batch["neutral"]) and not torch.equal(other, batch["neutral"])
+
+
+def test_filters_select_clips(shard_set, expected):
+    ds = ShardDataset(shard_set, split="train", emotions=["happy", "angry"], levels=[3], views=["front"])
+    assert list(ds.clips["take_id"]) == ["M003_happy_3_001"] and len(ds) == 24
+    ds = ShardDataset(shard_set, actors=["W009"])
+    assert set(ds.clips["actor"]) == {"W009"} and len(ds) == 22 * 2 + 16
+    with pytest.raises(ShardError, match="holds 32px frames, not 64px"):
+        ShardDataset(shard_set, size=64)
+
+
+def test_size_checked_at_open_and_checksums_on_demand(shard_set, tmp_path):
+    d = tmp_path / "s"
+    shutil.copytree(shard_set, d)
+    f = d / "shard-00000" / "frames.npy"
+    data = bytearray(f.read_bytes())
+    data[200] ^= 0xFF
+    f.write_bytes(bytes(data))
+    ShardDataset(d)  # same size: the cheap check passes
+    with pytest.raises(ShardError, match="checksum mismatch"):
+        ShardDataset(d, verify="full")
+    os.truncate(f, 1000)
+    with pytest.raises(ShardError, match="truncated or altered"):
+        ShardDataset(d)
+
+
+def _all_batches(loader) -> dict[str, torch.Tensor]:
+    batches = list(loader)
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def test_dataloader_with_two_workers_matches_in_process_reads(shard_set):
+    ds = ShardDataset(shard_set, seed=1)
+    ref = ds.__getitems__(list(range(len(ds))))
+    got = _all_batches(make_loader(ds, batch_size=16, shuffle=False, num_workers=2))
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+    order = lambda: torch.cat([b["mfcc"][:, 15, 0] for b in make_loader(ds, batch_size=16, num_workers=2, seed=5)])  # noqa: E731
+    first = order()
+    assert torch.equal(first, order()) and not torch.equal(first, ref["mfcc"][:, 15, 0])
+    assert torch.equal(torch.sort(first).values, torch.sort(ref["mfcc"][:, 15, 0]).values)
+
+
+def test_loader_batches_are_private_copies_across_abandoned_and_repeated_epochs(shard_set):
+    ds = ShardDataset(shard_set, seed=2)
+    ref = ds.__getitems__(list(range(len(ds))))
+    dl = make_loader(ds, batch_size=8, shuffle=False, num_workers=2)  # 21 batches through 3 slots per worker
+    it = iter(dl)
+    next(it), next(it)
+    del it  # abandoned mid-epoch: batches in flight are dropped
+    for _ in range(2):
+        got = _all_batches(dl)  # every batch of the epoch held at once: none may alias a reused slot
+        for k in ref:
+            assert torch.equal(got[k], ref[k]), k
+    for j, b in enumerate(dl):  # batches dropped as we go: slots are reused
+        for k in ref:
+            assert torch.equal(b[k], ref[k][8 * j : 8 * j + 8]), k
+    del b, got
+    assert not dl.dataset._ring._held  # every slot was freed when its batch died
+    plain = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=collate_batch)  # fresh shared memory per batch
+    got = _all_batches(plain)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+
+
+@pytest.mark.slow
+def test_dataloader_with_spawned_workers(shard_set):
+    ds = ShardDataset(shard_set)
+    ref = ds.__getitems__(list(range(len(ds))))
+    got = _all_batches(make_loader(ds, batch_size=32, shuffle=False, num_workers=2, multiprocessing_context="spawn"))
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+
+
+def test_balanced_sampler_evens_out_emotions(shard_set):
+    ds = ShardDataset(shard_set)
+    labels = ds.sample_emotions()
+    drawn = labels[np.array(list(balanced_sampler(ds, seed=0, num_samples=20000)))]
+    present = np.unique(labels)
+    share = np.bincount(drawn, minlength=len(PAPER_EMOTIONS))[present] / len(drawn)
+    assert np.allclose(share, 1 / len(present), atol=0.02)
+    assert np.array_equal(drawn, labels[np.array(list(balanced_sampler(ds, seed=0, num_samples=20000)))])
+    raw = np.bincount(labels)[present] / len(labels)
+    assert raw.max() - raw.min() > 0.1  # the data itself is unbalanced, so the sampler did the evening out
