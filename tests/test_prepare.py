@@ -85,8 +85,8 @@ def test_defects_become_status_rows_and_strict_fails(tiny_defects_corpus, tmp_pa
         kinds = set(t["defects"])
         if kinds <= {"extra_level", "missing_take"}:
             continue  # an extra folder level is parsed fine; a wholly missing take leaves no trace but a gap
-        rows = pd.concat([rec[(rec.take_id == t.take_id) & (rec.view.fillna("") == (t.view if isinstance(t.view, str) else ""))][["status", "error"]],
-                          clips[(clips.take_id == t.take_id) & (clips.view == t.view)][["status", "error"]]])
+        same_file = (rec.relpath == t.relpath) | ((rec.take_id == t.take_id) & (rec.view.fillna("") == (t.view if isinstance(t.view, str) else "")))
+        rows = pd.concat([rec[same_file][["status", "error"]], clips[(clips.take_id == t.take_id) & (clips.view == t.view)][["status", "error"]]])
         assert (rows["status"] != "ok").any(), f"defect {kinds} at {t.take_id}/{t.view} not reported"
         assert rows.loc[rows.status != "ok", "error"].notna().all()
     clean = truth[(truth["defects"].map(len) == 0) & truth["view"].notna() & truth["written"]]
