@@ -180,7 +180,9 @@ def plan_defects(config: SynthConfig) -> DefectPlan:
         mine = [k for k in keys if k.actor == a]
         pool += [mine[i] for i in rng.permutation(len(mine))]
     a_take, b_take, c_take = (pool[i % len(pool)] for i in range(3))
-    side = [v for v in config.views if v != "front"] or list(config.views)
+    side = [v for v in config.views if v != "front"]
+    if len(side) < 3:  # too few side views for three distinct ones: the front view may take a defect too
+        side = list(config.views)
     perm = rng.permutation(len(side))
     picks = [side[perm[i % len(side)]] for i in range(3)]
     for kind, view in zip(("no_audio", "truncated", "missing_view"), picks):
