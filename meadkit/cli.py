@@ -1,4 +1,7 @@
-"""The `meadkit` command line: a click group; each command lives in `meadkit.commands.<name>`."""
+"""The `meadkit` command line: a click group; each command lives in `meadkit.commands.<name>`.
+
+Commands are imported when used, so `meadkit index` does not pay for importing torch.
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,10 +10,22 @@ import click
 
 from meadkit import __version__
 
-COMMANDS = ("synth", "index", "sync", "prepare", "select", "shard", "train", "generate", "evaluate", "report", "demo")
+COMMANDS = ("synth", "index", "sync", "prepare", "select", "shard", "train", "evaluate", "generate", "report", "demo")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"meadkit.commands.{name}").command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="meadkit")
 def main() -> None:
     """meadkit: MEAD recordings in, synced aligned faces, MFCC, manifests and GPU-ready shards out.
@@ -18,13 +33,3 @@ def main() -> None:
     Typical day: `meadkit prepare RAW -o OUT`, `meadkit select`, `meadkit shard`, `meadkit train`,
     `meadkit generate`, `meadkit report`. `meadkit demo` runs all of it on a small synthetic corpus.
     """
-
-
-for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"meadkit.commands.{_name}")
-    except ModuleNotFoundError as _e:  # TODO(integration): remove once every command module exists
-        if _e.name != f"meadkit.commands.{_name}":
-            raise
-        continue
-    main.add_command(_module.command, _name)
