@@ -1,0 +1,109 @@
+"""Turn dataset samples (dicts of uint8 frames, MFCC windows, landmarks, labels) into model-ready batches,
+and pick each step's samples deterministically so a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from meadkit.baseline.pca import from_units, to_units
+
+
+@dataclass
+class Batch:
+    """Model inputs at the training size: images in [-1, 1], landmarks in pixels of the resized crop."""
+
+    frame: torch.Tensor  # (B, 3, S, S)
+    neutral: torch.Tensor  # (B, 3, S, S)
+    mfcc: torch.Tensor  # (B, 30, 28)
+    landmarks: torch.Tensor  # (B, 68, 2)
+    emotion: torch.Tensor  # (B,) int64
+    level: torch.Tensor  # (B,) int64
+    valid: torch.Tensor  # (B,) bool: landmarks were found in this frame
+
+
+def to_images(frames_u8: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> (B, 3, size, size) float in [-1, 1] (area resampling when shrinking)."""
+    x = frames_u8.float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        mode = "area" if x.shape[-1] > size else "bilinear"
+        x = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return x
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) floats in [-1, 1] -> uint8."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def scale_landmarks(landmarks: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
+    """Landmarks in pixels of a from_size crop -> pixels of a to_size crop (pixel centres at integers)."""
+    return from_units(to_units(landmarks, from_size), to_size)
+
+
+def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04) -> torch.Tensor:
+    """Random per-image colour gain/offset and a small shift + zoom (draws from torch's global RNG, which
+    checkpoints save): lets the classifiers generalise to unseen faces instead of memorising skin tones."""
+    b = images.shape[0]
+    dev = images.device
+    gain = 1 + colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)
+    offset = colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)
+    x = (images * gain + offset).clamp(-1, 1)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    zoom = 1 + shift * (torch.rand(b, device=dev) * 2 - 1)
+    theta[:, 0, 0] = theta[:, 1, 1] = zoom
+    theta[:, :, 2] = shift * (torch.rand(b, 2, device=dev) * 2 - 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+def gather(data, indices: list[int]) -> dict[str, torch.Tensor]:
+    """Samples `indices` of a dataset as a dict of stacked tensors (one `__getitems__` call when offered)."""
+    if hasattr(data, "__getitems__"):
+        return data.__getitems__(indices)
+    samples = [data[i] for i in indices]
+    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0]}
+
+
+def make_batch(samples: dict[str, torch.Tensor], size: int, device: torch.device) -> Batch:
+    """Stacked dataset samples -> a Batch on `device` at the training size."""
+    src = samples["frame"].shape[-1]
+    n = samples["frame"].shape[0]
+    valid = samples.get("valid")
+    return Batch(
+        frame=to_images(samples["frame"], size).to(device),
+        neutral=to_images(samples["neutral"], size).to(device),
+        mfcc=samples["mfcc"].float().to(device),
+        landmarks=scale_landmarks(samples["landmarks"].float(), src, size).to(device),
+        emotion=samples["emotion"].long().to(device),
+        level=samples["level"].long().to(device),
+        valid=(torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()).to(device),
+    )
+
+
+def step_indices(n: int, batch_size: int, seed: int, stream: int, step: int) -> list[int]:
+    """Sample indices of training step `step`: epoch-wise shuffles seeded by (seed, stream, epoch)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + stream * 10_007 + epoch)
+    perm = torch.randperm(n, generator=g)
+    if n < batch_size:
+        perm = perm.repeat(batch_size // n + 1)
+    return perm[pos * batch_size : (pos + 1) * batch_size].tolist()
+
+
+def fixed_indices(n: int, count: int, seed: int) -> list[int]:
+    """A fixed subset (e.g. for validation) of up to `count` indices, spread over the whole set."""
+    if n <= count:
+        return list(range(n))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:count].tolist())
+
+
+def open_split(shards_dir, split: str | None, cfg) -> "torch.utils.data.Dataset":
+    """The shard samples of one split (the index's split column), restricted to the config's views."""
+    from meadkit.data import ShardDataset
+
+    return ShardDataset(shards_dir, split=split, views=list(cfg.train.views) or None, seed=cfg.train.seed)

@@ -1,0 +1,99 @@
+"""Load a trained run's networks (frozen) and run the full baseline: audio -> mouth landmarks, neutral face
++ labels -> emotional face, refinement with the landmark heatmap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from meadkit.baseline.checkpoint import load_checkpoint, stage_path
+from meadkit.baseline.config import BaselineConfig
+from meadkit.baseline.heatmap import landmark_heatmap
+from meadkit.baseline.models import Audio2Landmark, FaceClassifier, NeutralToEmotion, RefineUNet
+from meadkit.baseline.pca import from_units
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cuda' without a GPU raises ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch sees no CUDA device")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def _load(run_dir: Path | str, stage: str, key: str, build, device: torch.device) -> nn.Module:
+    ck = load_checkpoint(stage_path(run_dir, stage), device)
+    model = build(**ck["hparams"]).to(device)
+    model.load_state_dict(ck["models"][key])
+    return model.eval().requires_grad_(False)
+
+
+def load_classifier(run_dir: Path | str, device: torch.device) -> FaceClassifier:
+    """The trained emotion/intensity classifier of a run, frozen."""
+    return _load(run_dir, "classifiers", "classifier", FaceClassifier, device)
+
+
+def load_n2e(run_dir: Path | str, device: torch.device) -> NeutralToEmotion:
+    """The trained neutral-to-emotion transformer of a run, frozen."""
+    return _load(run_dir, "n2e", "n2e", NeutralToEmotion, device)
+
+
+def load_a2l(run_dir: Path | str, device: torch.device) -> Audio2Landmark:
+    """The trained audio-to-landmark network (with its PCA and MFCC statistics), frozen."""
+    return _load(run_dir, "a2l", "a2l", Audio2Landmark, device)
+
+
+def load_refine(run_dir: Path | str, device: torch.device) -> RefineUNet:
+    """The trained refinement U-Net, frozen (its discriminator is only needed for training)."""
+    return _load(run_dir, "refine", "refine", lambda width, d_width: RefineUNet(width), device)
+
+
+@dataclass
+class TrainedBaseline:
+    """All networks of a trained run, at the run's image size."""
+
+    classifier: FaceClassifier
+    a2l: Audio2Landmark
+    n2e: NeutralToEmotion
+    refine: RefineUNet
+    config: BaselineConfig
+
+    @property
+    def size(self) -> int:
+        return self.config.train.size
+
+    @torch.no_grad()
+    def mouth_jaw(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """(B, 30, 28) MFCC windows (+ labels) -> (B, 37, 2) mouth+jaw landmarks in pixels of the size x size crop."""
+        return from_units(self.a2l.predict_shape(mfcc, emotion, level), self.size)
+
+    @torch.no_grad()
+    def transform(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Neutral faces (B, 3, S, S) in [-1, 1] + labels -> coarse emotional faces."""
+        return self.n2e(neutral, emotion, level)
+
+    @torch.no_grad()
+    def render(self, coarse: torch.Tensor, mouth_jaw_px: torch.Tensor) -> torch.Tensor:
+        """Refine coarse emotional faces for given mouth+jaw landmarks (pixels) -> final frames in [-1, 1]."""
+        return self.refine(coarse, landmark_heatmap(mouth_jaw_px, self.size))
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted (emotion, level) labels of face images."""
+        e, lv = self.classifier(images)
+        return e.argmax(1), lv.argmax(1)
+
+
+def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> TrainedBaseline:
+    """Every stage of a trained run folder; a missing stage raises CheckpointError naming it."""
+    device = resolve_device(str(device))
+    cfg = BaselineConfig.from_json(load_checkpoint(stage_path(run_dir, "refine"), device)["config"])
+    return TrainedBaseline(
+        load_classifier(run_dir, device), load_a2l(run_dir, device), load_n2e(run_dir, device), load_refine(run_dir, device), cfg
+    )

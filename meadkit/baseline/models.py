@@ -1,0 +1,221 @@
+"""The baseline's networks, compact versions of the MEAD paper's: audio-to-landmarks, face classifiers,
+neutral-to-emotion transformer, refinement U-Net and an LSGAN PatchGAN discriminator.
+
+Images are RGB float tensors in [-1, 1], (B, 3, S, S) (the shards hold RGB); any S that is a
+multiple of 8 works (64 on CPU, 256 or 384 on a GPU).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meadkit.baseline.pca import MOUTH_JAW, ShapePCA
+
+N_EMOTIONS = 8
+N_LEVELS = 3
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch), ch)
+
+
+def _conv_block(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2 if stride == 1 else 1), _norm(cout), nn.LeakyReLU(0.2))
+
+
+def _up_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(cin, cout))
+
+
+def _residual_image(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """`base` changed by `delta` in logit space, so the output stays in (-1, 1) and zero delta keeps `base`."""
+    return torch.tanh(torch.atanh(base.clamp(-0.99, 0.99)) + delta)
+
+
+class Audio2Landmark(nn.Module):
+    """LSTM over a (30, 28) MFCC window, then a linear layer to the PCA coefficients of mouth+jaw landmarks.
+
+    With `use_labels` the linear layer also sees the emotion and intensity one-hots (the static mouth shape
+    of a smile or a dropped jaw is not in the audio); `use_labels=False` is the paper's audio-only network.
+    The MFCC standardisation, the shape PCA and the per-label mean shapes (fitted on the training split)
+    are buffers, so they travel in the state dict; `predict_shape` gives landmarks in crop units.
+    """
+
+    def __init__(self, n_coeffs: int = 20, hidden: int = 60, layers: int = 3, use_labels: bool = True, n_mfcc: int = 28,
+                 n_points: int = len(MOUTH_JAW)):
+        super().__init__()
+        self.use_labels = use_labels
+        self.lstm = nn.LSTM(n_mfcc, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden + (N_EMOTIONS + N_LEVELS if use_labels else 0), n_coeffs)
+        self.register_buffer("mfcc_mean", torch.zeros(n_mfcc))
+        self.register_buffer("mfcc_std", torch.ones(n_mfcc))
+        self.register_buffer("pca_mean", torch.zeros(2 * n_points))
+        self.register_buffer("pca_components", torch.zeros(n_coeffs, 2 * n_points))
+        self.register_buffer("label_mean_shapes", torch.zeros(N_EMOTIONS, N_LEVELS, 2 * n_points))
+
+    def set_statistics(self, pca: ShapePCA, mfcc_mean: torch.Tensor, mfcc_std: torch.Tensor, label_means: torch.Tensor) -> None:
+        """Store the fitted PCA (zero-padded to n_coeffs components), the MFCC mean/std and the per-label mean shapes."""
+        k = pca.components.shape[0]
+        self.pca_components.zero_()[:k] = pca.components[: self.pca_components.shape[0]]
+        self.pca_mean.copy_(pca.mean)
+        self.mfcc_mean.copy_(mfcc_mean)
+        self.mfcc_std.copy_(mfcc_std.clamp_min(1e-6))
+        self.label_mean_shapes.copy_(label_means.view_as(self.label_mean_shapes))
+
+    @property
+    def pca(self) -> ShapePCA:
+        return ShapePCA(self.pca_mean, self.pca_components)
+
+    def forward(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm((mfcc - self.mfcc_mean) / self.mfcc_std)
+        h = out[:, -1]
+        if self.use_labels:
+            h = torch.cat([h, F.one_hot(emotion, N_EMOTIONS).to(h.dtype), F.one_hot(level, N_LEVELS).to(h.dtype)], 1)
+        return self.head(h)
+
+    def predict_shape(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """(B, 30, 28) MFCC windows + labels -> (B, 37, 2) mouth+jaw landmarks in crop units."""
+        return self.pca.decode(self.forward(mfcc, emotion, level).float())
+
+
+class FaceClassifier(nn.Module):
+    """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads.
+
+    `features(x)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
+    weights are given.
+    """
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        self.trunk = nn.ModuleList(
+            [_conv_block(3, w, 3, 2), _conv_block(w, 2 * w, 3, 2), _conv_block(2 * w, 4 * w, 3, 2), _conv_block(4 * w, 4 * w, 3, 2)]
+        )
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.emotion = nn.Linear(4 * w * 16, N_EMOTIONS)
+        self.level = nn.Linear(4 * w * 16, N_LEVELS)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for block in self.trunk:
+            x = block(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.pool(self.features(x)[-1]).flatten(1)
+        return self.emotion(h), self.level(h)
+
+
+def label_planes(emotion: torch.Tensor, level: torch.Tensor, size: int) -> torch.Tensor:
+    """One-hot emotion (8) and intensity (3) tiled over a size x size image: (B, 11, S, S)."""
+    onehot = torch.cat([F.one_hot(emotion, N_EMOTIONS), F.one_hot(level, N_LEVELS)], 1).float()
+    return onehot[:, :, None, None].expand(-1, -1, size, size)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, 1, 1), _norm(ch), nn.ReLU(), nn.Conv2d(ch, ch, 3, 1, 1), _norm(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class NeutralToEmotion(nn.Module):
+    """Encoder-decoder with residual blocks: neutral face + tiled emotion/intensity one-hots -> emotional face.
+
+    Two stride-2 stages, residual blocks at 1/4 size, 3x3 convolutions throughout (the original's 7x7 ends
+    cost 5x more on a CPU); the output is the neutral face changed in logit space.
+    """
+
+    def __init__(self, width: int = 32, n_res: int = 4):
+        super().__init__()
+        w = width
+        self.encoder = nn.Sequential(
+            _conv_block(3 + N_EMOTIONS + N_LEVELS, w), _conv_block(w, 2 * w, 4, 2), _conv_block(2 * w, 4 * w, 4, 2)
+        )
+        self.res = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_res)])
+        self.decoder = nn.Sequential(_up_block(4 * w, 2 * w), _up_block(2 * w, w), nn.Conv2d(w, 3, 3, 1, 1))
+
+    def forward(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([neutral, label_planes(emotion, level, neutral.shape[-1]).to(neutral.dtype)], 1)
+        return _residual_image(neutral, self.decoder(self.res(self.encoder(x))))
+
+
+class RefineUNet(nn.Module):
+    """U-Net refining the transformed face, guided by a lower-face landmark heatmap (the mouth for this frame)."""
+
+    def __init__(self, width: int = 32, heatmap_channels: int = 1):
+        super().__init__()
+        w = width
+        self.down = nn.ModuleList(
+            [_conv_block(3 + heatmap_channels, w), _conv_block(w, 2 * w, 4, 2), _conv_block(2 * w, 4 * w, 4, 2), _conv_block(4 * w, 4 * w, 4, 2)]
+        )
+        self.up = nn.ModuleList([_up_block(4 * w, 4 * w), _up_block(8 * w, 2 * w), _up_block(4 * w, w)])
+        self.out = nn.Conv2d(2 * w, 3, 3, 1, 1)
+
+    def forward(self, face: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([face, heatmap.to(face.dtype)], 1)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = torch.cat([block(x), skip], 1)
+        return _residual_image(face, self.out(x))
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (LSGAN targets 1 real / 0 fake) on a face plus its conditioning heatmap."""
+
+    def __init__(self, width: int = 32, heatmap_channels: int = 1):
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3 + heatmap_channels, w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            _conv_block(w, 2 * w, 4, 2),
+            _conv_block(2 * w, 4 * w, 4, 2),
+            nn.Conv2d(4 * w, 1, 3, 1, 1),
+        )
+
+    def forward(self, face: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([face, heatmap.to(face.dtype)], 1))
+
+
+#: torchvision's `vgg16().features` layout: conv channel counts, "M" = max-pool.
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+#: Indices in `features` after which activations are taken (relu1_2, relu2_2, relu3_3, relu4_3).
+VGG16_TAPS = (3, 8, 15, 22)
+
+
+class VGG16Features(nn.Module):
+    """VGG16's convolutional part with torchvision's layer indices, so its `features.*` weights load as is."""
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in _VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, 1, 1), nn.ReLU(inplace=False)]
+                cin = v
+        self.features = nn.Sequential(*layers[: VGG16_TAPS[-1] + 1])
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x_rgb: torch.Tensor) -> list[torch.Tensor]:
+        """Activations at VGG16_TAPS for RGB images in [-1, 1]."""
+        x = ((x_rgb + 1) / 2 - self.mean) / self.std
+        feats = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in VGG16_TAPS:
+                feats.append(x)
+        return feats

@@ -1,0 +1,311 @@
+"""The baseline: shapes, single optimisation steps, exact resume, generate's video, evaluate, the CLI on shards."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from meadkit.baseline import losses as L
+from meadkit.baseline.batch import gather, make_batch, step_indices
+from meadkit.baseline.checkpoint import load_checkpoint, stage_path
+from meadkit.baseline.config import ConfigError, load_config
+from meadkit.baseline.evaluate import evaluate
+from meadkit.baseline.heatmap import landmark_heatmap
+from meadkit.baseline.inference import load_run
+from meadkit.baseline.models import (
+    Audio2Landmark, FaceClassifier, NeutralToEmotion, PatchDiscriminator, RefineUNet, VGG16Features, label_planes,
+)
+from meadkit.baseline.pca import MOUTH_JAW, fit_pca
+from meadkit.baseline.train import STAGE_CLASSES, STAGES, Context, TrainError, train
+from meadkit.corpus.names import MEAD_FPS
+from meadkit.corpus.sources import Source
+from meadkit.media.probe import probe
+from meadkit.media.video import iter_frames
+
+S = 32
+#: Tiny networks so that every test trains in seconds.
+TINY = [
+    f"train.size={S}", "train.batch_size=8", "train.log_every=2", "train.val_every=2", "train.val_samples=16",
+    "train.checkpoint_every=2", "train.device='cpu'", "classifiers.width=8", "n2e.width=8", "n2e.n_res=1",
+    "refine.width=8", "refine.d_width=8", "a2l.hidden=16", "a2l.layers=1", "a2l.n_coeffs=6", "n2e.batch_size=8",
+    "refine.batch_size=8",
+]
+
+
+def _mouth_landmarks(opening: float) -> np.ndarray:
+    """A 68-point layout in an S x S crop whose mouth (points 48-67) opens with `opening` in [0, 1]."""
+    pts = np.zeros((68, 2), np.float32)
+    t = np.linspace(-1, 1, 17)
+    pts[0:17] = np.stack([0.5 + 0.4 * t, 0.55 + 0.3 * np.sqrt(1 - t**2)], 1)
+    pts[17:48] = np.stack([np.linspace(0.2, 0.8, 31), np.linspace(0.3, 0.45, 31)], 1)
+    a = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    pts[48:68] = np.stack([0.5 + 0.15 * np.cos(a), 0.75 + (0.02 + 0.1 * opening) * np.sin(a)], 1)
+    return pts * S
+
+
+class FaceSet(torch.utils.data.Dataset):
+    """Samples shaped like meadkit.data.ShardDataset's: the emotion paints a colour band (brighter with the
+    level), the audio window's centre row opens a dark mouth whose landmarks follow, actors differ in tone."""
+
+    def __init__(self, n: int = 64, seed: int = 0):
+        g = np.random.default_rng(seed)
+        self.items = [(int(g.integers(8)), int(g.integers(3)), int(g.integers(2)), g.standard_normal((30, 28)).astype(np.float32))
+                      for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @staticmethod
+    def image(emotion: int, level: int, actor: int, opening: float) -> np.ndarray:
+        img = np.full((3, S, S), 70 + 40 * actor, np.uint8)
+        colour = np.array([(emotion * 37) % 255, (emotion * 91) % 255, (emotion * 151) % 255]) * (level + 1) / 3
+        img[:, S // 4 : S // 3] = colour.astype(np.uint8)[:, None, None]
+        h = 1 + int(opening * S / 10)
+        img[:, 3 * S // 4 - h : 3 * S // 4 + h, S // 3 : 2 * S // 3] = 20
+        return img
+
+    def __getitem__(self, i: int) -> dict:
+        e, lv, a, mfcc = self.items[i]
+        opening = 1 / (1 + math.exp(-2 * float(mfcc[15, 0])))
+        return {"frame": torch.from_numpy(self.image(e, lv, a, opening)), "neutral": torch.from_numpy(self.image(7, 0, a, 0.0)),
+                "mfcc": torch.from_numpy(mfcc), "landmarks": torch.from_numpy(_mouth_landmarks(opening)),
+                "emotion": torch.tensor(e), "level": torch.tensor(lv), "valid": torch.tensor(True)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight the other tests for the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run of every stage trained a few steps on FaceSet."""
+    run = tmp_path_factory.mktemp("run")
+    train(run, load_config(None, TINY), FaceSet(64), FaceSet(16, seed=1), steps=4, log=lambda m: None)
+    return run
+
+
+def test_model_output_shapes():
+    b, x = 2, torch.rand(2, 3, S, S) * 2 - 1
+    e, lv = torch.tensor([0, 7]), torch.tensor([2, 0])
+    assert [t.shape for t in FaceClassifier(8)(x)] == [(b, 8), (b, 3)]
+    assert Audio2Landmark(20, 60, 3)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
+    assert Audio2Landmark(20, 60, 3, use_labels=False)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
+    assert NeutralToEmotion(8, 1)(x, e, lv).shape == (b, 3, S, S)
+    hm = landmark_heatmap(torch.full((b, 37, 2), 10.0), S)
+    assert hm.shape == (b, 1, S, S)
+    out = RefineUNet(8)(x, hm)
+    assert out.shape == (b, 3, S, S) and out.abs().max() < 1
+    assert PatchDiscriminator(8)(x, hm).shape == (b, 1, S // 8, S // 8)
+    planes = label_planes(e, lv, S)
+    assert planes.shape == (b, 11, S, S) and planes[1, 7].eq(1).all() and planes[1, 8].eq(1).all() and planes[1].sum(0).eq(2).all()
+
+
+def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():
+    pts = torch.tensor([[[5.0, 20.0], [25.0, 8.0]]])
+    hm = landmark_heatmap(pts, S)[0, 0]
+    assert hm[20, 5] == pytest.approx(1.0) and hm[8, 25] == pytest.approx(1.0) and hm[0, 31] < 1e-3
+    mouth = torch.from_numpy(_mouth_landmarks(0.5)[48:68])[None]
+    mask = L.mouth_mask(mouth, S)[0, 0]
+    ys, xs = mouth[0, :, 1].round().long(), mouth[0, :, 0].round().long()
+    assert mask[ys, xs].eq(1).all() and mask[0, 0] == 0 and 0 < mask.mean() < 0.5
+
+
+def test_pca_round_trip_and_rank():
+    shapes = torch.from_numpy(np.stack([_mouth_landmarks(o) for o in np.linspace(0, 1, 10)]))[:, MOUTH_JAW] / S
+    pca = fit_pca(shapes, 20)
+    assert pca.components.shape[0] <= 10
+    torch.testing.assert_close(pca.decode(pca.encode(shapes)), shapes, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pca.components @ pca.components.T, torch.eye(pca.components.shape[0]), atol=1e-5, rtol=0)
+
+
+def test_vgg16_features_use_torchvision_layer_indices(tmp_path):
+    net = VGG16Features()
+    convs = sorted(int(k.split(".")[0]) for k in net.features.state_dict() if k.endswith("weight"))
+    assert convs == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21]  # torchvision vgg16().features conv indices up to relu4_3
+    state = {f"features.{k}": torch.randn_like(v) for k, v in net.features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    torch.save(state, tmp_path / "vgg16.pth")
+    loaded = L.load_vgg16(tmp_path / "vgg16.pth")
+    torch.testing.assert_close(loaded.features[21].weight, state["features.21.weight"])
+    feats = loaded(torch.zeros(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512]
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(L.VGGWeightsError):
+        L.load_vgg16(tmp_path / "bad.pth")
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config(None, ["refine.w_tv=1e-4", "train.views=front,left_30", "train.amp=true"])
+    assert cfg.refine.w_tv == 1e-4 and cfg.train.views == ("front", "left_30") and cfg.train.amp is True
+    assert cfg.refine.w_l1 == cfg.refine.w_adv == cfg.n2e.w_perceptual == 1.0 and load_config().refine.w_tv == 1e-5
+    for bad in (["refine.nope=1"], ["nope.x=1"], ["train.size=big"], ["train.size=6.5"]):
+        with pytest.raises(ConfigError):
+            load_config(None, bad)
+    shipped = Path(__file__).resolve().parent.parent / "pipelines" / "baseline.toml"
+    assert load_config(shipped) == load_config()
+
+
+def test_cuda_without_a_gpu_is_a_readable_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the cuda path runs instead")
+    with pytest.raises(TrainError, match="no CUDA device"):
+        train(tmp_path, load_config(None, [*TINY, "train.device='cuda'"]), FaceSet(8), None, log=lambda m: None)
+
+
+def test_batches_are_a_function_of_seed_stage_and_step():
+    assert step_indices(50, 8, 0, 1, 3) == step_indices(50, 8, 0, 1, 3)
+    assert step_indices(50, 8, 0, 1, 3) != step_indices(50, 8, 0, 2, 3)
+    epoch = sorted(sum((step_indices(48, 8, 0, 1, s) for s in range(6)), []))
+    assert epoch == list(range(48))  # one epoch visits every sample once
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("stage", STAGES)
+def test_one_step_reduces_the_loss_on_a_fixed_batch(tiny_run, tmp_path, stage, amp):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(None, [*TINY, f"train.amp={str(amp).lower()}"])
+    ctx = Context(run, cfg, torch.device("cpu"), FaceSet(64), None, log=lambda m: None)
+    torch.manual_seed(0)
+    st = STAGE_CLASSES[stage](ctx)
+    st.prepare()
+    batch = make_batch(gather(FaceSet(64), list(range(16))), S, torch.device("cpu"))
+    keys = {"classifiers": ("loss_emotion", "loss_level"), "a2l": ("loss_pca",), "n2e": ("l1", "perceptual"),
+            "refine": ("l1", "mouth_l1", "perceptual", "classifier")}[stage]
+    before = sum(st.train_step(batch)[k] for k in keys)  # losses are measured before each update
+    after = sum(st.train_step(batch)[k] for k in keys)
+    assert after < before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_resume_gives_identical_next_steps(tiny_run, tmp_path, stage):
+    """4 steps straight == killed after the step-2 checkpoint, resumed to 4: same weights, optimizer state, log rows."""
+    cfg = load_config(None, TINY)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for d in (straight, resumed):
+        shutil.copytree(tiny_run, d)
+        stage_path(d, stage).unlink()
+    quiet = lambda m: None  # noqa: E731
+    train(straight, cfg, FaceSet(64), FaceSet(16, seed=1), stages=[stage], steps=4, log=quiet)
+
+    def kill_at_step_4(msg: str) -> None:  # the step-4 log line comes before the step-4 checkpoint
+        if "step 4/4" in msg:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(resumed, cfg, FaceSet(64), FaceSet(16, seed=1), stages=[stage], steps=4, log=kill_at_step_4)
+    assert load_checkpoint(stage_path(resumed, stage))["step"] == 2
+    with pytest.raises(RuntimeError, match="--resume"):
+        train(resumed, cfg, FaceSet(64), FaceSet(16, seed=1), stages=[stage], steps=4, log=quiet)
+    train(resumed, cfg, FaceSet(64), FaceSet(16, seed=1), stages=[stage], steps=4, resume=True, log=quiet)
+    a, b = load_checkpoint(stage_path(straight, stage)), load_checkpoint(stage_path(resumed, stage))
+    assert a["step"] == b["step"] == 4
+    for kind in ("models", "optimizers"):
+        for name in a[kind]:
+            ta, tb = a[kind][name], b[kind][name]
+            flat_a = {k: v for k, v in _flatten(ta)}
+            flat_b = {k: v for k, v in _flatten(tb)}
+            assert flat_a.keys() == flat_b.keys()
+            for k, va in flat_a.items():
+                same = torch.equal(va, flat_b[k]) if isinstance(va, torch.Tensor) else va == flat_b[k]
+                assert same, (kind, name, k)
+    log_a = (straight / "logs" / f"{stage}.csv").read_text().splitlines()
+    log_b = (resumed / "logs" / f"{stage}.csv").read_text().splitlines()
+    assert log_a == log_b and len(log_a) > 1
+
+
+class Killed(Exception):
+    """Stands for the process being killed mid-stage."""
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}{k}.")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}{i}.")
+    else:
+        yield prefix, obj
+
+
+def test_checkpoints_load_with_weights_only_and_hold_the_pca(tiny_run):
+    ck = torch.load(stage_path(tiny_run, "a2l"), weights_only=True)
+    comps = ck["models"]["a2l"]["pca_components"]
+    assert comps.shape == (6, 2 * len(MOUTH_JAW)) and comps.abs().sum() > 0
+    model = load_run(tiny_run)
+    labels = torch.tensor([0, 4, 7])
+    assert model.size == S and model.mouth_jaw(torch.randn(3, 30, 28), labels, labels % 3).shape == (3, len(MOUTH_JAW), 2)
+
+
+def test_evaluate_reports_every_metric(tiny_run):
+    m = evaluate(load_run(tiny_run), FaceSet(24, seed=2), max_samples=20, batch_size=8)
+    assert m["n_samples"] == 20 and m["n_landmark_frames"] == 20
+    for k in ("emotion_accuracy_real", "emotion_accuracy_generated", "intensity_accuracy_real", "intensity_accuracy_generated", "ssim"):
+        assert 0 <= m[k] <= 1, k
+    assert m["a2l_mouth_error_px"] > 0 and m["mean_shape_mouth_error_px"] > 0 and m["psnr_db"] > 0
+    assert sum(m["emotion_accuracy_real_per_emotion"].values()) >= 0
+
+
+@pytest.mark.slow
+def test_generate_writes_a_playable_mp4_with_audio_of_the_right_length(tiny_run, tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    face = tmp_path / "astronaut.png"
+    cv2.imwrite(str(face), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
+    sr, seconds = 48000, 1.3
+    t = np.arange(int(sr * seconds)) / sr
+    speech = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    sf.write(tmp_path / "speech.wav", speech, sr)
+    out = tmp_path / "out.mp4"
+    from meadkit.cli import main
+
+    res = CliRunner().invoke(main, ["generate", str(tiny_run), "--image", str(face), "--audio", str(tmp_path / "speech.wav"),
+                                    "--emotion", "happy", "--level", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    p = probe(Source(str(out)))
+    assert p.has_audio and p.video_codec == "h264" and (p.width, p.height) == (S, S)
+    assert abs(p.audio_duration_s - seconds) < 0.05
+    frames = list(iter_frames(Source(str(out))))
+    assert len(frames) == round(seconds * MEAD_FPS)
+    assert abs(len(frames) / float(MEAD_FPS) - seconds) < 1 / float(MEAD_FPS)
+    assert frames[0].image.std() > 1  # a face, not a blank frame
+    bad = CliRunner().invoke(main, ["generate", str(tiny_run), "--image", str(face), "--audio", str(tmp_path / "speech.wav"),
+                                    "--emotion", "bored", "-o", str(tmp_path / "x.mp4")])
+    assert bad.exit_code != 0 and "unknown emotion" in bad.output and not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_path):
+    from test_shards import make_prepared
+
+    from meadkit.cli import main
+    from meadkit.shards import ShardConfig, build_shards
+
+    prepared, shards, run = tmp_path / "out", tmp_path / "shards", tmp_path / "run"
+    make_prepared(prepared)
+    build_shards(prepared, shards, ShardConfig(size=S))
+    r = CliRunner().invoke(main, ["train", str(shards), "-o", str(run), "--steps", "2", *sum((["--set", s] for s in TINY), [])])
+    assert r.exit_code == 0, r.output
+    assert "train samples" in r.output and "SUBSTITUTE" in (run / "train.log").read_text()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["size"] == S
+    again = CliRunner().invoke(main, ["train", str(shards), "-o", str(run), "--stage", "a2l", "--steps", "2"])
+    assert again.exit_code != 0 and "--resume" in again.output
+    r = CliRunner().invoke(main, ["evaluate", str(run), str(shards), "--split", "test", "-o", str(tmp_path / "eval.json")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["split"] == "test" and metrics["n_available"] == 18  # the one test clip (M003 sad, 18 frames)
