@@ -103,17 +103,23 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return stage, field, value
 
 
-def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = ()) -> Pipeline:
-    """Read a pipeline TOML (default: the shipped defaults) and apply `stage.key=value` overrides."""
-    data: dict[str, dict] = {}
+def read_tables(path: Optional[Path | str] = None, overrides: Iterable[str] = (), base: Optional[dict] = None) -> dict[str, dict]:
+    """The tables of a TOML file (else a copy of `base`, else none) with `table.key=value` overrides applied."""
+    data: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read pipeline {path}: {e}") from None
+            raise ConfigError(f"cannot read config {path}: {e}") from None
     for text in overrides:
-        stage, field, value = parse_override(text)
-        data.setdefault(stage, {})[field] = value
+        table, key, value = parse_override(text)
+        data.setdefault(table, {})[key] = value
+    return data
+
+
+def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = ()) -> Pipeline:
+    """Read a pipeline TOML (default: the shipped defaults) and apply `stage.key=value` overrides."""
+    data = read_tables(path, overrides)
     unknown = set(data) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage table(s) {sorted(unknown)}; known: {list(STAGES)}")

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
+from fakes import SIZE, make_prepared
 from meadkit.corpus.synth import SynthConfig, pack_tars, synthesize
+from meadkit.shards import ShardConfig, build_shards, frame_bytes
 
 #: 2 actors x (neutral, happy 3, sad 3) x 1 take x 4 views, 480x270, ~2 s, clean.
 TINY = SynthConfig(
@@ -42,3 +44,19 @@ def tiny_tar_corpus(tiny_defects_corpus, tmp_path_factory):
     raw, truth = tiny_defects_corpus
     out = tmp_path_factory.mktemp("tiny_tar") / "raw"
     return out, pack_tars(raw, truth, out, tar_naming="mixed", corrupt=True)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """(OUT, clips DataFrame) of a tiny hand-made prepared folder (see tests/fakes.py)."""
+    out = tmp_path_factory.mktemp("out")
+    return out, make_prepared(out)
+
+
+@pytest.fixture(scope="session")
+def shard_set(prepared, tmp_path_factory):
+    """Shards of the tiny prepared folder, bounded so that it takes several shards."""
+    out, _ = prepared
+    d = tmp_path_factory.mktemp("shards")
+    build_shards(out, d, ShardConfig(size=SIZE, shard_bytes=50 * frame_bytes(SIZE)))
+    return d

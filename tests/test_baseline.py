@@ -290,7 +290,7 @@ def test_generate_writes_a_playable_mp4_with_audio_of_the_right_length(tiny_run,
 
 @pytest.mark.slow
 def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_path):
-    from test_shards import make_prepared
+    from fakes import make_prepared
 
     from meadkit.cli import main
     from meadkit.shards import ShardConfig, build_shards

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.data import MFCC_CONTEXT, ShardDataset, balanced_sampler, collate_batch, make_loader
 from meadkit.shards import ShardError
-from test_shards import SIZE, expected_clip, prepared, shard_set  # noqa: F401  (shared fixtures)
+from fakes import SIZE, expected_clip
 
 
 def _window(mfcc: np.ndarray, i: int) -> np.ndarray:

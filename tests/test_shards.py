@@ -7,16 +7,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from meadkit.corpus.names import MEAD_FPS, TakeKey, emotion_label
-from meadkit.corpus.sources import Source
+from meadkit.corpus.names import emotion_label
 from meadkit.manifest import write_table
-from meadkit.media.video import VideoWriter, iter_frames
 from meadkit.shards import (
     FORMAT_VERSION,
     ShardConfig,
@@ -27,82 +24,10 @@ from meadkit.shards import (
     parse_bytes,
     read_index,
     read_meta,
-    resize_frame,
     verify_shards,
 )
 
-CROP = 64
-SIZE = 32
-#: (actor, emotion, level, take, views, n_frames, split): a few clips of two actors, neutral ones included,
-#: W009/left_30 deliberately has no neutral clip.
-CLIPS = [
-    ("M003", "happy", 3, 1, ("front", "left_30"), 24, "train"),
-    ("M003", "neutral", 1, 1, ("front", "left_30"), 20, "train"),
-    ("M003", "sad", 1, 2, ("front",), 18, "test"),
-    ("W009", "angry", 2, 1, ("front", "left_30"), 22, "train"),
-    ("W009", "neutral", 1, 3, ("front",), 16, "val"),
-]
-
-
-def _frame(seed: int, i: int) -> np.ndarray:
-    """A smooth RGB test image that differs per clip (seed) and per frame (a moving bar)."""
-    yy, xx = np.mgrid[0:CROP, 0:CROP]
-    img = np.stack([(xx * 3 + seed * 40) % 256, (yy * 3 + seed * 17) % 256, ((xx + yy) * 2 + seed * 7) % 256], -1)
-    img[:, (i * 3) % CROP : (i * 3) % CROP + 6] = (255 - seed * 9) % 256
-    return img.astype(np.uint8)
-
-
-def make_prepared(out: Path, clips=CLIPS) -> pd.DataFrame:
-    """A tiny prepared OUT folder following the prepare contract: crop mp4s, faces.npz, mfcc.npz, clips.parquet."""
-    rows = []
-    for n, (actor, emotion, level, take, views, t, split) in enumerate(clips):
-        key = TakeKey(actor, emotion, level, take)
-        d = Path("clips") / actor / key.id
-        (out / d).mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(n)
-        np.savez(out / d / "mfcc.npz", mfcc=rng.normal(size=(t, 28)).astype(np.float32), padded=rng.random(t) < 0.2)
-        for v, view in enumerate(views):
-            seed = n * 7 + v
-            with VideoWriter(str(out / d / f"{view}.mp4"), MEAD_FPS, CROP, CROP, pix_fmt="rgb24") as w:
-                for i in range(t):
-                    w.write(_frame(seed, i))
-            lm = (rng.random((t, 68, 2)) * CROP).astype(np.float32)
-            np.savez(out / d / f"{view}.faces.npz", landmarks_src=lm * 4, landmarks_crop=lm, valid=rng.random(t) < 0.9,
-                     score=np.ones(t, np.float32), transform=np.zeros((t, 2, 3), np.float32))
-            rows.append(dict(take_id=key.id, actor=actor, gender=actor[0], emotion=emotion, level=level, take=take, view=view,
-                             split=split, status="ok", error=None, n_frames=t, crop_video=str(d / f"{view}.mp4"),
-                             faces_npz=str(d / f"{view}.faces.npz"), mfcc_npz=str(d / "mfcc.npz"), crop_size=CROP))
-    df = pd.DataFrame(rows)
-    write_table(pa.Table.from_pandas(df, preserve_index=False), out / "manifests" / "clips.parquet")
-    return df
-
-
-def expected_clip(out: Path, row: dict, size: int = SIZE) -> dict:
-    """What a shard must hold for one clip: decoded crop frames resized (CHW), scaled landmarks, MFCC."""
-    frames = np.stack([resize_frame(f.image, size).transpose(2, 0, 1)
-                       for f in iter_frames(Source(str(out / row["crop_video"])), pix_fmt="rgb24")])
-    with np.load(out / row["faces_npz"]) as z:
-        lm, valid = z["landmarks_crop"], z["valid"]
-    with np.load(out / row["mfcc_npz"]) as z:
-        mfcc, padded = z["mfcc"], z["padded"]
-    s = size / row["crop_size"]
-    return {"frames": frames, "landmarks": ((lm.astype(np.float64) + 0.5) * s - 0.5).astype(np.float32),
-            "valid": valid, "mfcc": mfcc, "padded": padded}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    out = tmp_path_factory.mktemp("out")
-    return out, make_prepared(out)
-
-
-@pytest.fixture(scope="module")
-def shard_set(prepared, tmp_path_factory) -> Path:
-    """Shards of the tiny prepared folder, bounded so that it takes several shards."""
-    out, _ = prepared
-    d = tmp_path_factory.mktemp("shards")
-    build_shards(out, d, ShardConfig(size=SIZE, shard_bytes=50 * frame_bytes(SIZE)))
-    return d
+from fakes import SIZE, expected_clip
 
 
 def _copy(shard_set: Path, tmp_path: Path) -> Path:

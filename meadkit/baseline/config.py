@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
 from meadkit.atomic import atomic_path
-from meadkit.config import ConfigError, parse_override
+from meadkit.config import ConfigError, read_tables
 
 
 @dataclass
@@ -142,16 +141,7 @@ def config_from_dict(data: dict) -> BaselineConfig:
 
 def load_config(path: Optional[Path | str] = None, overrides: Iterable[str] = (), base: Optional[dict] = None) -> BaselineConfig:
     """Read a baseline TOML (else start from `base`, else the defaults) and apply `table.key=value` overrides."""
-    data: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from None
-    for text in overrides:
-        table, key, value = parse_override(text)
-        data.setdefault(table, {})[key] = value
-    return config_from_dict(data)
+    return config_from_dict(read_tables(path, overrides, base))
 
 
 #: The effective config of a run, saved in the run folder so later stages and resumes reuse it.
