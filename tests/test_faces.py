@@ -163,6 +163,21 @@ def test_short_gaps_are_interpolated_long_ones_are_not():
     assert not any(r[1] for r in res[20:30]) and np.isnan(res[25][0]).all()
 
 
+def test_detector_and_fitter_read_regions_cut_from_a_frame_correctly():
+    """dlib reads a non-contiguous numpy view as garbage without an error: regions must be copied first."""
+    img, lm = photo()
+    frame = np.zeros((600, 800, 3), np.uint8)
+    frame[50:50 + img.shape[0], 100:100 + img.shape[1]] = img
+    region = frame[40:40 + img.shape[0] + 20, 90:90 + img.shape[1] + 20]
+    assert not region.flags["C_CONTIGUOUS"]
+    dets = HogDetector()(region)
+    assert [d.box for d in dets] == [d.box for d in HogDetector()(region.copy())]
+    cx, cy = lm.mean(0) + 10
+    box = next(d.box for d in dets if d.box[0] < cx < d.box[2] and d.box[1] < cy < d.box[3])
+    pts = backend_for(FacesConfig()).fit([region], box)[0][0]
+    assert np.sqrt(((pts - (lm + [10, 10])) ** 2).sum(-1)).mean() / interocular(lm) < 0.05
+
+
 def test_main_face_prefers_large_and_central():
     dets = [Detection((0, 0, 60, 60), 2.0), Detection((270, 150, 350, 230), 0.5), Detection((560, 300, 640, 380), 1.0)]
     assert main_face(dets, 640, 480).box == (270, 150, 350, 230)

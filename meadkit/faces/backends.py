@@ -58,7 +58,8 @@ def dlib_model_path(name: str) -> Path:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    """A C-contiguous grey copy or view of `image`: dlib reads any other layout as garbage, without an error."""
+    return np.ascontiguousarray(image) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 class HogDetector:
@@ -80,7 +81,7 @@ class MmodDetector:
         self._det = _dlib().cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else _grey(image)
         return [Detection((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
                 for d in self._det(rgb, 0)]
 
@@ -113,7 +114,8 @@ class MediapipeDetector:
 
 
 class Backend:
-    """Detect faces and fit 68 landmarks. `fit` returns per image (68, 2) float32 points and a score in [0, 1] or None."""
+    """Detect faces and fit 68 landmarks. `detector` and `fallback` (a slower second detector, or None) map an
+    image to a list of Detection; `fit` returns per image (68, 2) float32 points and a score in [0, 1] or None."""
 
     name = "base"
 
@@ -126,14 +128,10 @@ class Backend:
         """Whether frames must be given as BGR (else a grey/luma plane is enough and cheaper)."""
         return any(getattr(d, "colour", False) for d in (self.detector, self.fallback))
 
-    def detect(self, image: np.ndarray, use_fallback: bool = False) -> list[Detection]:
-        """Boxes on `image` (detector first; the fallback detector only when asked and the first finds nothing)."""
-        dets = self.detector(image)
-        if not dets and use_fallback and self.fallback is not None:
-            dets = self.fallback(image)
-        return dets
-
-    def fit(self, images: Sequence[np.ndarray], box: Box) -> list[tuple[np.ndarray, Optional[float]]]:
+    def fit(self, images: Sequence[np.ndarray], box: Box,
+            stretch: float = 1.0) -> list[tuple[np.ndarray, Optional[float]]]:
+        """Landmarks of the face in `box` on each image. `stretch` > 1 fits on the images widened by that factor
+        (a face turned sideways looks more frontal to a 2D model), points mapped back to the images' pixels."""
         raise NotImplementedError
 
 
@@ -147,19 +145,22 @@ class DlibBackend(Backend):
         self._sp = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
         self._rect = dlib.rectangle
 
-    def fit(self, images, box):
+    def fit(self, images, box, stretch=1.0):
         out = []
         x0, y0, x1, y1 = box
         pad = 0.5 * max(x1 - x0, y1 - y0)
         for image in images:
             h, w = image.shape[:2]
-            rx0, ry0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
-            rx1, ry1 = min(w, int(x1 + pad) + 1), min(h, int(y1 + pad) + 1)
-            roi = np.ascontiguousarray(_grey(image[ry0:ry1, rx0:rx1]))
-            r = self._rect(int(round(x0 - rx0)), int(round(y0 - ry0)), int(round(x1 - rx0)) - 1, int(round(y1 - ry0)) - 1)
+            rx0, ry0 = max(0, int(x0 - pad / stretch)), max(0, int(y0 - pad))
+            rx1, ry1 = min(w, int(x1 + pad / stretch) + 1), min(h, int(y1 + pad) + 1)
+            roi = _grey(image[ry0:ry1, rx0:rx1])
+            if stretch != 1.0:
+                roi = cv2.resize(roi, (round((rx1 - rx0) * stretch), ry1 - ry0), interpolation=cv2.INTER_LINEAR)
+            r = self._rect(int(round((x0 - rx0) * stretch)), int(round(y0 - ry0)),
+                           int(round((x1 - rx0) * stretch)) - 1, int(round(y1 - ry0)) - 1)
             s = self._sp(roi, r)
-            pts = np.array([(p.x, p.y) for p in s.parts()], np.float32) + np.float32([rx0, ry0])
-            out.append((pts, None))
+            pts = np.array([(p.x, p.y) for p in s.parts()], np.float32)
+            out.append((pts / np.float32([stretch, 1.0]) + np.float32([rx0, ry0]), None))
         return out
 
 
@@ -213,19 +214,19 @@ class FanBackend(Backend):
         self._torch, self.device = torch, device
         self._net = net.to(device).eval()
 
-    def fit(self, images, box):
-        x0, y0, x1, y1 = box
+    def fit(self, images, box, stretch=1.0):
+        x0, y0, x1, y1 = box[0] * stretch, box[1], box[2] * stretch, box[3]  # in the widened images
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - (y1 - y0) * self._CENTER_Y_OFFSET
         h = 200.0 * ((x1 - x0) + (y1 - y0)) / self._REFERENCE_SCALE  # side of the source square FAN sees
         k = self._RES / h
-        m = np.array([[k, 0, self._RES * (0.5 - cx / h)], [0, k, self._RES * (0.5 - cy / h)]])
+        m = np.array([[k * stretch, 0, self._RES * (0.5 - cx / h)], [0, k, self._RES * (0.5 - cy / h)]])
         crops = [cv2.warpAffine(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), m, (self._RES, self._RES)) for im in images]
         batch = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         with self._torch.no_grad():
             hm = self._net(self._torch.from_numpy(batch).to(self.device))
             hm = (hm[-1] if isinstance(hm, list) else hm).float().cpu().numpy()
         pts, scores = heatmap_peaks(hm)
-        pts = (pts / hm.shape[-1] - 0.5) * h + np.array([cx, cy])
+        pts = ((pts / hm.shape[-1] - 0.5) * h + np.array([cx, cy])) / np.array([stretch, 1.0])
         return [(pts[i].astype(np.float32), float(np.clip(scores[i].mean(), 0, 1))) for i in range(len(images))]
 
 

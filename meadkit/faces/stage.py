@@ -27,12 +27,14 @@ class FacesConfig:
 
     backend: str = "dlib"  # dlib | fan | mediapipe
     fallback_detector: str = "mmod"  # second detector when HOG finds nothing while searching: mmod | mediapipe | none
-    detect_every: int = 15  # run the detector every k frames (and whenever the track is lost)
-    detect_width: int = 640  # frames are downscaled to this width for detection
+    detect_every: int = 15  # check the track with the detector every k frames (search every k while no face)
+    detect_width: int = 640  # frames are downscaled to this width for the search
     detect_upsample: int = 0  # HOG upsampling (finds smaller faces, ~4x slower)
-    fallback_every: int = 30  # while searching, the slow fallback detector (~0.7 s/call) runs every n frames
+    detect_stretch: float = 2.0  # also search on frames widened by this factor (turned faces); <= 1: off
+    fallback_every: int = 30  # while searching, the slow fallback detector (~1-4 s/call) runs at most every n frames
+    fallback_max: int = 1  # ... and at most this many times per view (so clips without a face stay fast)
     lost_score: float = 0.6  # tracking confidence below this -> frame has no face, detector runs again
-    redetect_score: float = 0.85  # confidence below this -> the detector checks the track on the next frame
+    redetect_score: float = 0.85  # confidence below this -> the detector checks the track every 3rd frame
     crop_size: int = 256
     margin: float = 0.2  # fraction of the crop left around the template's landmarks on each side
     min_cutoff: float = 1.5  # One-Euro smoothing: cutoff (Hz) at rest
@@ -109,6 +111,12 @@ def backend_for(config: FacesConfig) -> Backend:
                        config.detect_upsample)
 
 
+def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
+    """A fresh tracker with the config's detection settings."""
+    return Tracker(backend, config.detect_every, config.detect_width, config.lost_score, config.fallback_every,
+                   config.redetect_score, config.detect_stretch, config.fallback_max)
+
+
 def process_view(source: Source, start_frame: int, n_frames: int, video_out: Path | str,
                  arrays_out: Path | str, config: FacesConfig = FacesConfig()) -> FaceResult:
     """Track, smooth and align the face on frames [start_frame, start_frame + n_frames) of `source` in one
@@ -133,20 +141,17 @@ def _centre_transform(width: int, height: int, size: int) -> np.ndarray:
 
 
 def warp_i420(yuv: np.ndarray, m: np.ndarray, size: int, width: int, height: int) -> np.ndarray:
-    """Aligned BGR crop of an I420 frame ((H*3/2, W) uint8, as PyAV gives yuv420p), converting only the
-    part of the frame the crop covers to BGR (a full 1080p colour conversion costs more than the crop)."""
-    foot = apply(cv2.invertAffineTransform(m), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-    x0 = min(max(0, int(foot[:, 0].min()) - 2), width - 2) & ~1
-    y0 = min(max(0, int(foot[:, 1].min()) - 2), height - 2) & ~1
-    x1 = max(min(width, int(foot[:, 0].max()) + 4) & ~1, x0 + 2)
-    y1 = max(min(height, int(foot[:, 1].max()) + 4) & ~1, y0 + 2)
-    q = height // 4
-    u = yuv[height:height + q].reshape(height // 2, width // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
-    v = yuv[height + q:height + 2 * q].reshape(height // 2, width // 2)[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
-    roi = np.concatenate([yuv[y0:y1, x0:x1].ravel(), u.ravel(), v.ravel()]).reshape((y1 - y0) * 3 // 2, x1 - x0)
-    shifted = m.astype(np.float64).copy()
-    shifted[:, 2] += m[:, :2] @ np.array([x0, y0], float)
-    return warp(cv2.cvtColor(roi, cv2.COLOR_YUV2BGR_I420), shifted, size)
+    """Aligned crop of an I420 frame ((H*3/2, W) uint8, as PyAV gives yuv420p), as an I420 crop ((size*3/2, size)):
+    each plane is warped on its own, so no pixel of the frame is converted to colour (the encoder takes I420)."""
+    flat, n, c = yuv.reshape(-1), width * height, (width // 2) * (height // 2)
+    u = flat[n:n + c].reshape(height // 2, width // 2)
+    v = flat[n + c:n + 2 * c].reshape(height // 2, width // 2)
+    # chroma pixel (i, j) covers luma pixels 2i..2i+1: its centre is at luma 2i + 0.5
+    m = np.asarray(m, np.float64)
+    m_uv = np.hstack([m[:, :2], ((m[:, :2] @ [0.5, 0.5] + m[:, 2] - 0.5) / 2)[:, None]])
+    half = size // 2
+    return np.concatenate([warp(yuv[:height], m, size).ravel(), warp(u, m_uv, half).ravel(),
+                           warp(v, m_uv, half).ravel()]).reshape(-1, size)
 
 
 def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend) -> FaceResult:
@@ -164,8 +169,7 @@ def _process(source, start_frame, n_frames, video_out, arrays_out, config, backe
 
     T, size = n_frames, config.crop_size
     fps = Fraction(info.fps)
-    tracker = Tracker(backend, config.detect_every, config.detect_width, config.lost_score, config.fallback_every,
-                      config.redetect_score)
+    tracker = tracker_for(backend, config)
     params = OneEuroParams(config.min_cutoff, config.beta, config.d_cutoff, config.mouth_min_cutoff)
     smoother = TrackSmoother(T, float(fps), params, lag=max(config.smooth_lag, config.max_gap), max_gap=config.max_gap)
     lm_src = np.full((T, 68, 2), np.nan, np.float32)
@@ -177,12 +181,13 @@ def _process(source, start_frame, n_frames, video_out, arrays_out, config, backe
     found = np.zeros(T, bool)
     last_m: list = [None]
     contrast = 0.0
-    # a grey (luma) plane is all dlib needs: decode to I420 and convert only crops to colour
-    colour = backend.needs_colour or info.width % 2 or info.height % 2 or info.height % 4
+    # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
+    colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or size % 2)
     W, H = info.width, info.height
 
     with atomic_path(video_out) as tmp_video:
-        with VideoWriter(str(tmp_video), fps, size, size, crf=config.crf, preset=config.preset) as writer:
+        with VideoWriter(str(tmp_video), fps, size, size, crf=config.crf, preset=config.preset,
+                         pix_fmt="bgr24" if colour else "yuv420p") as writer:
 
             def emit(i: int, image: np.ndarray) -> None:
                 pts, ok, interp = smoother.final(i)
@@ -256,12 +261,12 @@ def align_image(image_bgr: np.ndarray, config: FacesConfig = FacesConfig()):
     Raises NoFaceError when no face is found (FaceBackendUnavailable when the backend cannot load)."""
     if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError("align_image needs an H x W x 3 BGR uint8 image")
-    tracker = Tracker(backend_for(config), detect_width=config.detect_width)
+    tracker = tracker_for(backend_for(config), config)
     h, w = image_bgr.shape[:2]
-    dets = tracker.detect(image_bgr)
+    dets, stretch = tracker.search(image_bgr)
     if not dets:
         raise NoFaceError(f"no face found in the {w}x{h} image (backend {config.backend}); "
                           "use a photo with a clearly visible, roughly frontal face")
-    pts = tracker.start(image_bgr, main_face(dets, w, h).box).astype(np.float32)
+    pts = tracker.start(image_bgr, main_face(dets, w, h).box, stretch).astype(np.float32)
     m = crop_transform(pts, config.crop_size, config.margin)
     return warp(image_bgr, m, config.crop_size), apply(m, pts).astype(np.float32), pts, m.astype(np.float32)
