@@ -1,12 +1,24 @@
-"""Run one function over many small tasks: in-process, local processes (joblib/loky) or a Dask cluster.
+"""Run one function over many small tasks: in-process, a local process pool, or a Dask cluster.
 
 Workers get a task and return a small JSON-able record; frames never travel. Each worker uses
 one thread for BLAS/OpenCV/torch, so parallelism comes from processes. Results arrive as they
 finish, so the caller can show progress and commit records one by one.
+
+The local pool is the standard library's: its workers live for the whole run (loky, joblib's
+backend, replaces any worker whose memory grew by 300 MB after its first task — every take
+worker, once the face models and 1080p buffers are in — and pays the imports and model loads
+again). A worker that dies (segfault, out of memory) breaks the pool: its in-flight tasks are
+then rerun one at a time in fresh processes, so only the task that kills a process alone is
+recorded as crashed.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 BACKENDS = ("local", "dask")
@@ -20,12 +32,8 @@ def single_threaded() -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # torch is optional for the data stages
-        pass
+    if "torch" in sys.modules:  # a later import of torch reads OMP_NUM_THREADS itself
+        sys.modules["torch"].set_num_threads(1)
 
 
 def run_tasks(
@@ -50,7 +58,7 @@ def run_tasks(
         for task in tasks:
             yield _guarded(fn, task, on_crash)
     else:
-        yield from _run_joblib(fn, tasks, n_jobs, on_crash)
+        yield from _run_pool(fn, tasks, n_jobs, on_crash)
 
 
 def _guarded(fn, task, on_crash):
@@ -62,18 +70,48 @@ def _guarded(fn, task, on_crash):
         return on_crash(task, e)
 
 
-def _run_joblib(fn, tasks, n_jobs, on_crash) -> Iterator[dict]:
-    import warnings
+def _run_pool(fn, tasks, n_jobs, on_crash) -> Iterator[dict]:
+    queue, suspects = deque(tasks), deque()
+    while queue or suspects:
+        if suspects:  # tasks in flight when a worker died: each alone, so the culprit is found
+            yield from _run_alone(fn, suspects.popleft(), on_crash)
+            continue
+        with _pool(n_jobs) as pool:
+            inflight = {}
+            while queue or inflight:
+                while queue and len(inflight) < 2 * n_jobs:
+                    task = queue.popleft()
+                    inflight[pool.submit(_SingleThreaded(fn), task)] = task
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    suspects.extend(inflight.values())
+                    break
+                for fut in done:
+                    yield _outcome(fut, inflight.pop(fut), on_crash)
 
-    from joblib import Parallel, delayed, parallel_config
 
-    # loky replaces a worker whose memory grew (decoders, model weights); the task is not lost, so the warning is noise
-    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
-    with parallel_config(backend="loky", inner_max_num_threads=1):
-        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")(
-            delayed(_guarded)(_SingleThreaded(fn), t, on_crash) for t in tasks
-        )
-        yield from results
+def _run_alone(fn, task, on_crash) -> Iterator[dict]:
+    with _pool(1) as pool:
+        fut = pool.submit(_SingleThreaded(fn), task)
+        wait([fut])
+        yield _outcome(fut, task, on_crash)
+
+
+def _outcome(fut, task, on_crash) -> dict:
+    """The future's record, or `on_crash`'s record for a task whose worker raised or died."""
+    exc = fut.exception()
+    if exc is None:
+        return fut.result()
+    if on_crash is None:
+        raise exc
+    if isinstance(exc, BrokenProcessPool):
+        exc = RuntimeError(f"the worker process died ({exc})")
+    return on_crash(task, exc)
+
+
+def _pool(n_jobs: int) -> ProcessPoolExecutor:
+    # spawn: no inherited threads or locks from the parent (a forked worker can deadlock on them)
+    return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
 class _SingleThreaded:

@@ -49,3 +49,16 @@ def test_dask_local_cluster_on_loopback():
 def test_dask_needs_a_scheduler():
     with pytest.raises(ValueError, match="scheduler"):
         list(run_tasks(_square, [1], backend="dask"))
+
+
+def _dies_on_two(task):
+    if task == 2:
+        os._exit(13)  # a worker that dies without a Python exception (segfault, OOM kill)
+    return {"task": task, "value": task * task}
+
+
+def test_a_dying_worker_only_costs_its_own_task():
+    records = {r["task"]: r for r in run_tasks(_dies_on_two, range(7), n_jobs=2, on_crash=_crash)}
+    assert set(records) == set(range(7))
+    assert "died" in records[2]["error"]
+    assert all(records[t]["value"] == t * t for t in range(7) if t != 2)
