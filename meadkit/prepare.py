@@ -107,7 +107,7 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
             clips[row["view"]].update(
                 offset_s=row["offset_s"], sync_confidence=row["confidence"], sync_method=row["method"],
                 t0_s=row["t0_s"], start_frame=row["start_frame"], n_frames=row["n_frames"],
-                status=row["status"] if row["status"] not in SYNC_OK else "ok", error=row["error"],
+                status=row["status"], error=row["error"],
             )
         cdir = clip_dir(out, key)
         if "features" in task.stages and take_sync.n_frames > 0:
@@ -117,10 +117,12 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
         if "faces" in task.stages:
             for view, row in usable.items():
                 vs = take_sync.views.get(view)
-                if vs is None or vs.status not in SYNC_OK or clips[view]["status"] != "ok":
+                if vs is None or vs.status not in SYNC_OK:
                     continue
                 face, t = _timed(_faces, source_of(row), vs, pipeline, cdir, view, out)
                 times["faces"] += t
+                if face["status"] == "ok":  # keep a weak sync's status (approximate, low_confidence) on the clip
+                    del face["status"], face["error"]
                 clips[view].update(face)
         record["clips"] = list(clips.values())
         n_ok = sum(c["status"] == "ok" for c in clips.values())
@@ -140,7 +142,8 @@ class TakeError(RuntimeError):
     """A take that cannot be processed as a whole (reason in the message)."""
 
 
-#: Sync statuses whose view is still processed (with the reason kept in the sync manifest).
+#: Sync statuses whose view is still processed; the clip keeps a non-ok one as its status, so
+#: `select --status ok` (the default) leaves out views whose sync is only approximate.
 SYNC_OK = ("ok", "approximate", "low_confidence")
 
 
