@@ -52,8 +52,10 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError("degenerate points: cannot fit a similarity transform")
     a = (s * d).sum() / var
     b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / var
-    R = np.array([[a, -b], [b, a]])
-    return np.hstack([R, (md - R @ ms)[:, None]])
+    m = np.empty((2, 3))
+    m[:, :2] = [[a, -b], [b, a]]
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
 
 
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
