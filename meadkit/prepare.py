@@ -100,7 +100,8 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
         usable = {r["view"]: r for r in task.views if r["status"] in USABLE_VIDEO}
         if not usable:
             raise TakeError("no usable view video")
-        take_sync, times["sync"] = _timed(_sync, task, usable, pipeline)
+        audio = _reference_audio(task.reference)
+        take_sync, times["sync"] = _timed(_sync, task, usable, audio, pipeline)
         record["sync"] = _jsonable(take_sync_rows(key, take_sync))
         clips = {v: _clip_base(r) for v, r in ((r["view"], r) for r in task.views)}
         for row in record["sync"]:
@@ -111,7 +112,7 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
             )
         cdir = clip_dir(out, key)
         if "features" in task.stages and take_sync.n_frames > 0:
-            feat, times["features"] = _timed(_features, source_of(task.reference), take_sync, pipeline, cdir)
+            feat, times["features"] = _timed(_features, audio, take_sync, pipeline, cdir)
             for c in clips.values():
                 c.update(feat)
         if "faces" in task.stages:
@@ -153,13 +154,25 @@ def _timed(fn, *args):
     return result, time.perf_counter() - t
 
 
-def _sync(task: TakeTask, usable: dict, pipeline: Pipeline):
+def _reference_audio(reference: dict) -> tuple:
+    """The take's reference audio (mono, native rate), decoded once for sync and features."""
+    from meadkit.index import source_of
+    from meadkit.media.audio import load_audio
+    from meadkit.media.probe import MediaError
+
+    try:
+        return load_audio(source_of(reference), mono=True)
+    except MediaError as e:
+        raise TakeError(f"reference audio unreadable: {e}") from None
+
+
+def _sync(task: TakeTask, usable: dict, audio: tuple, pipeline: Pipeline):
     from meadkit.index import source_of
     from meadkit.media.probe import Probe
     from meadkit.sync import sync_take
 
     views = {v: (source_of(r), Probe.from_row(r)) for v, r in usable.items()}
-    return sync_take(source_of(task.reference), Probe.from_row(task.reference), views, pipeline.sync)
+    return sync_take(source_of(task.reference), Probe.from_row(task.reference), views, pipeline.sync, ref_audio=audio)
 
 
 def take_sync_rows(key: TakeKey, take_sync) -> list[dict]:
@@ -168,11 +181,10 @@ def take_sync_rows(key: TakeKey, take_sync) -> list[dict]:
     return sync_rows(key, take_sync)
 
 
-def _features(ref_source, take_sync, pipeline: Pipeline, cdir: Path) -> dict:
+def _features(audio: tuple, take_sync, pipeline: Pipeline, cdir: Path) -> dict:
     from meadkit.features import compute_features, feature_row, save_features
-    from meadkit.media.audio import load_audio
 
-    audio, sr = load_audio(ref_source, mono=True)
+    audio, sr = audio
     result = compute_features(audio, sr, take_sync.t0_s, take_sync.n_frames, take_sync.fps, pipeline.features)
     path = cdir / "mfcc.npz"
     save_features(result, path)

@@ -353,11 +353,14 @@ def _cut_window(ts: TakeSync, config: SyncConfig) -> None:
                 v.error += "; does not cover the window of the other views"
 
 
-def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str, tuple[Source, Optional[Probe]]], config: SyncConfig = SyncConfig()) -> TakeSync:
+def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str, tuple[Source, Optional[Probe]]],
+              config: SyncConfig = SyncConfig(), ref_audio: Optional[tuple[np.ndarray, int]] = None) -> TakeSync:
     """Sync one take: every view's offset against the reference audio, then the common window.
 
-    `views` maps view name -> (Source, Probe or None if probing failed). Never raises for bad
-    media: problems become statuses and readable errors on the take and its views.
+    `views` maps view name -> (Source, Probe or None if probing failed). `ref_audio` = (mono
+    samples, rate) of `ref` if the caller already decoded it (prepare shares it with the
+    features stage). Never raises for bad media: problems become statuses and readable errors
+    on the take and its views.
     """
     ts = TakeSync(views={k: ViewSync() for k in views})
     # --- which views are readable video, at which rate
@@ -388,7 +391,7 @@ def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str
         ts.error = f"reference {ref} has no audio stream"
     else:
         try:
-            ref_audio, ref_sr = load_audio(ref, mono=True)
+            ref_audio, ref_sr = ref_audio if ref_audio is not None else load_audio(ref, mono=True)
             ts.ref_duration_s = len(ref_audio) / ref_sr
             ref_audio = analysis_signal(ref_audio, ref_sr, config)
         except MediaError as e:
