@@ -61,11 +61,13 @@ RECORDINGS_SCHEMA = pa.schema(
         pa.field("fps_den", pa.int64()),
         pa.field("n_frames", pa.int64()),
         pa.field("duration_s", pa.float64()),
+        pa.field("video_start_s", pa.float64()),
         pa.field("has_audio", pa.bool_()),
         pa.field("audio_codec", pa.string()),
         pa.field("sample_rate", pa.int32()),
         pa.field("channels", pa.int16()),
         pa.field("audio_duration_s", pa.float64()),
+        pa.field("audio_start_s", pa.float64()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
     ]

@@ -239,26 +239,19 @@ def visual_offset(target: np.ndarray, anchor: np.ndarray, fps: Fraction, config:
 # ---------------------------------------------------------------- per-take sync
 
 
-def _stream_starts(source: Source) -> tuple[float, float]:
-    """Start times (s) of the first video and audio streams (0 where absent), to relate the audio track to video time 0."""
-    with source.open() as fh, av.open(fh, "r") as c:
-        def start(streams):
-            s = streams[0] if streams else None
-            return float(s.start_time * s.time_base) if s is not None and s.start_time is not None else 0.0
-        return start(c.streams.video), start(c.streams.audio)
-
-
 def _count_frames(source: Source) -> int:
     """Frame count from demuxed video packets (no decoding), for files whose header states none."""
     with source.open() as fh, av.open(fh, "r") as c:
         return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
 
 
-def _audio_view(src: Source, ref: np.ndarray, config: SyncConfig) -> ViewSync:
-    """Offset of a view from its own audio track against the reference (`ref` in analysis form)."""
+def _audio_view(src: Source, pr: Probe, ref: np.ndarray, config: SyncConfig) -> ViewSync:
+    """Offset of a view from its own audio track against the reference (`ref` in analysis form).
+
+    The probe's stream start times put the audio track on the video's time 0."""
     sig, sr = load_audio(src, mono=True)
     off, conf = _gcc_phat(ref, analysis_signal(sig, sr, config), config)
-    v_start, a_start = _stream_starts(src)
+    v_start, a_start = pr.video_start_s or 0.0, pr.audio_start_s or 0.0
     vs = ViewSync(offset_s=off - (a_start - v_start), confidence=conf, method="audio", status="ok")
     if conf < config.min_confidence:
         vs.status = "low_confidence"
@@ -412,7 +405,7 @@ def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str
             continue
         try:
             fps, nf = vs.fps, vs.video_frames
-            ts.views[k] = vs = _audio_view(src, ref_audio, config)
+            ts.views[k] = vs = _audio_view(src, pr, ref_audio, config)
             vs.fps, vs.video_frames = fps, nf
         except (MediaError, av.error.FFmpegError, OSError) as e:
             pending.append((k, f"audio track unreadable ({e})"))

@@ -8,13 +8,14 @@ import click
 
 from meadkit.corpus.names import EMOTIONS, VIEWS
 from meadkit.corpus.synth import TAR_NAMINGS, SynthConfig, default_truth_path, read_truth, synthesize
+from meadkit.select import split_csv
 
 
 def _csv(choices):
     def parse(ctx, param, value):
         if value is None:
             return None
-        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        items = tuple(split_csv(value) or ())
         bad = [v for v in items if v not in choices]
         if bad or not items:
             raise click.BadParameter(f"{','.join(bad) or 'empty'}: choose from {','.join(map(str, choices))}")
@@ -38,7 +39,7 @@ def _resolution(ctx, param, value):
 
 
 def _actors(ctx, param, value):
-    return int(value) if value.isdigit() else tuple(a.strip() for a in value.split(","))
+    return int(value) if value.isdigit() else tuple(split_csv(value) or ())
 
 
 @click.command(context_settings={"show_default": True})

@@ -26,11 +26,13 @@ class Probe:
     fps_den: Optional[int] = None
     n_frames: Optional[int] = None
     duration_s: Optional[float] = None
+    video_start_s: Optional[float] = None
     has_audio: bool = False
     audio_codec: Optional[str] = None
     sample_rate: Optional[int] = None
     channels: Optional[int] = None
     audio_duration_s: Optional[float] = None
+    audio_start_s: Optional[float] = None
 
     @property
     def fps(self) -> Optional[Fraction]:
@@ -43,6 +45,10 @@ class Probe:
     def from_row(cls, row: dict) -> "Probe":
         """The probe fields of a manifest row (e.g. of recordings.parquet)."""
         return cls(**{f: row.get(f) for f in cls.__dataclass_fields__})
+
+
+def _start_seconds(stream) -> Optional[float]:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None
 
 
 def _stream_seconds(stream) -> Optional[float]:
@@ -64,6 +70,7 @@ def probe(source: Source) -> Probe:
                 if rate:
                     p.fps_num, p.fps_den = rate.numerator, rate.denominator
                 p.duration_s = _stream_seconds(v)
+                p.video_start_s = _start_seconds(v)
                 if p.duration_s is None and c.duration:
                     p.duration_s = c.duration / 1e6
                 p.n_frames = v.frames or (round(p.duration_s * rate) if p.duration_s and rate else None)
@@ -74,6 +81,7 @@ def probe(source: Source) -> Probe:
                 p.sample_rate = a.codec_context.sample_rate
                 p.channels = a.codec_context.channels
                 p.audio_duration_s = _stream_seconds(a)
+                p.audio_start_s = _start_seconds(a)
             if not c.streams.video and not c.streams.audio:
                 raise MediaError("no audio or video stream")
             return p
