@@ -42,6 +42,7 @@ CLIPS_SCHEMA = pa.schema(
         ("offset_s", pa.float64()), ("sync_confidence", pa.float32()), ("sync_method", pa.string()),
         ("t0_s", pa.float64()), ("start_frame", pa.int32()), ("n_frames", pa.int32()),
         ("found_ratio", pa.float32()), ("mean_score", pa.float32()), ("jitter", pa.float32()),
+        ("face_backend", pa.string()), ("rejected_ratio", pa.float32()), ("mesh_ratio", pa.float32()),
         ("crop_size", pa.int32()), ("crop_video", pa.string()), ("faces_npz", pa.string()),
         ("mfcc_npz", pa.string()), ("mfcc_recipe", pa.string()), ("padded_rows", pa.int32()),
         ("audio_duration_s", pa.float64()), ("config_hash", pa.string()),
@@ -203,7 +204,8 @@ def _faces(source, view_sync, pipeline: Pipeline, cdir: Path, view: str, out: Pa
     ok = res.status in ("ok", "partial")  # partial views keep their outputs; the status says why they are not ok
     return {
         "status": res.status, "error": res.error, "found_ratio": res.found_ratio, "mean_score": res.mean_score,
-        "jitter": res.jitter, "crop_size": pipeline.faces.crop_size,
+        "jitter": res.jitter, "face_backend": res.backend, "rejected_ratio": res.rejected,
+        "mesh_ratio": res.mesh_ratio, "crop_size": pipeline.faces.crop_size,
         "crop_video": str(video.relative_to(out)) if ok else None, "faces_npz": str(arrays.relative_to(out)) if ok else None,
     }
 

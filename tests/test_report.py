@@ -320,6 +320,7 @@ def test_report_of_a_prepared_synthetic_corpus(tiny_corpus, tmp_path):
     assert {f.view for f in frames} == set(videos["view"])
     for f in frames:
         true = truth_landmarks(truth_path, f.take_id, f.view)
-        err = np.linalg.norm(true - f.points[None], axis=2).mean(axis=1)
+        # all but the jaw: the synthetic truth projects the 3D jaw, behind the cheek on turned views
+        err = np.linalg.norm(true[:, 17:] - f.points[None, 17:], axis=2).mean(axis=1)
         inter_ocular = np.linalg.norm(true[f.frame_index, 36:42].mean(0) - true[f.frame_index, 42:48].mean(0))
         assert err[f.frame_index] < 0.08 * inter_ocular, (f.view, err[f.frame_index], inter_ocular)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from meadkit.corpus.names import EMOTIONS, VIEWS
+from meadkit.corpus.photos import BUILTIN_PHOTOS
 from meadkit.corpus.synth import TAR_NAMINGS, SynthConfig, default_truth_path, read_truth, synthesize
 from meadkit.select import split_csv
 
@@ -51,6 +52,9 @@ def _actors(ctx, param, value):
 @click.option("--seconds", default=3.0, type=click.FloatRange(1.0, 60.0), help="Reference-audio length per take; each view differs by up to 0.35 s.")
 @click.option("--views", default=",".join(VIEWS), callback=_csv(VIEWS), help="Camera views, comma separated.")
 @click.option("--resolution", default="1920x1080", callback=_resolution, help="Video size WIDTHxHEIGHT (use e.g. 480x270 for quick tests).")
+@click.option("--photos", default=",".join(BUILTIN_PHOTOS), callback=lambda ctx, param, v: tuple(split_csv(v)),
+              help="Photos actors are made from (actor i gets photo i mod N): built-in names, or paths to images "
+                   "with an iBUG .pts of the same stem beside them (held-out faces).")
 @click.option("--seed", default=0, type=int, help="Random seed; the same seed gives the same corpus.")
 @click.option("--tar", is_flag=True, help="Write per-actor video/audio tars instead of folders.")
 @click.option("--tar-naming", default="mixed", type=click.Choice(TAR_NAMINGS), help="<actor>/video.tar, <actor>_video.tar, or alternate per actor.")
@@ -60,18 +64,18 @@ def _actors(ctx, param, value):
 @click.option("-j", "--jobs", default=1, type=click.IntRange(1, 256), help="Worker processes (takes rendered in parallel).")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ground-truth Parquet path  [default: OUT.truth.parquet beside OUT]")
-def command(out, actors, emotions, levels, takes, seconds, views, resolution, seed, tar, tar_naming, defects, voice, jobs, truth):
+def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, voice, jobs, truth):
     """Write a synthetic corpus in MEAD's exact layout to OUT, with known ground truth.
 
-    Real-photo faces (several identities), expressions graded by emotion and level, a voice
-    whose envelope drives the lips, 7 perspective views at 65521/2184 fps with their own
+    Actors from several real photos (different people, one greyscale), expressions graded by emotion
+    and level, a voice whose envelope drives the lips, 7 views rendered as 3D head turns at 65521/2184 fps with their own
     offsets against the 48 kHz reference audio. The truth table lists per (take, view) the
     offset, frame count, per-frame 68 landmarks, labels and injected defects.
 
     Example: meadkit synth /tmp/mead --actors 2 --emotions neutral,happy --takes 1 --resolution 480x270
     """
     config = SynthConfig(actors=actors, emotions=emotions, levels=levels, takes=takes, seconds=seconds, views=views,
-                         width=resolution[0], height=resolution[1], seed=seed, defects=defects, tar=tar,
+                         width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects, tar=tar,
                          tar_naming=tar_naming, voice=voice, jobs=jobs, progress=True)
     try:
         config.validate()

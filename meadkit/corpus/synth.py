@@ -1,9 +1,10 @@
 """A synthetic MEAD-shaped corpus with known ground truth (`meadkit synth`).
 
 Writes MEAD's exact layout (`<actor>/video/<view>/<emotion>/level_<n>/<NNN>.mp4` and
-`<actor>/audio/<emotion>/level_<n>/<NNN>.m4a`, or per-actor tars), with real-photo faces whose
-expression follows emotion/level and whose mouth follows the speech, 7 perspective views with
-their own offsets and lengths, optional MEAD-like defects, and a Parquet ground-truth table.
+`<actor>/audio/<emotion>/level_<n>/<NNN>.m4a`, or per-actor tars), with real-photo faces (one photo
+of a pool per actor) whose expression follows emotion/level and whose mouth follows the speech, 7
+camera views of a 3D head with their own offsets and lengths, optional MEAD-like defects, and a
+Parquet ground-truth table.
 """
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ from meadkit.corpus.names import (
     ACTOR_RE, EMOTIONS, LEVELS, MEAD_FPS, MEAD_SAMPLE_RATE, RELEASED_ACTORS, VIEWS, TakeKey, audio_relpath,
     emotion_label, gender, video_relpath,
 )
-from meadkit.corpus.synth_face import LEVEL_GAIN, FaceModel, base_photo, make_identity
-from meadkit.corpus.synth_views import (
-    FACE_HEIGHT_FRACTION, apply_h, backdrop, composite, homography, make_camera, random_motion,
-)
+from meadkit.corpus.photos import BUILTIN_PHOTOS, get_photo
+from meadkit.corpus.synth_face import LEVEL_GAIN, FaceModel, make_identity
+from meadkit.corpus.synth_views import FACE_HEIGHT_FRACTION, backdrop, make_camera, random_motion
 from meadkit.corpus.synth_voice import speech
 from meadkit.manifest import write_rows
 from meadkit.media.audio import write_audio
@@ -57,6 +57,7 @@ TRUTH_SCHEMA = pa.schema([
     ("level", pa.int16()),
     ("take", pa.int32()),
     ("take_id", pa.string()),
+    ("photo", pa.string()),  # the photo the actor's face is made from (a built-in name or an image's stem)
     ("view", pa.string()),
     ("relpath", pa.string()),  # MEAD path rooted at the actor, as written (e.g. with video/1/)
     ("archive", pa.string()),  # with --tar: the tar holding it, relative to the corpus root
@@ -92,6 +93,7 @@ class SynthConfig:
     takes: int = 2  # per (emotion, level)
     seconds: float = 3.0  # reference-audio length (each view differs by up to ~0.35 s)
     views: tuple[str, ...] = VIEWS
+    photos: tuple[str, ...] = BUILTIN_PHOTOS  # actor i: photo i mod len; built-in names or image paths (.pts beside)
     width: int = 1920
     height: int = 1080
     fps: Fraction = MEAD_FPS
@@ -109,7 +111,7 @@ class SynthConfig:
     def __post_init__(self):
         if isinstance(self.actors, str):
             object.__setattr__(self, "actors", (self.actors,))
-        for name in ("emotions", "levels", "views") + (() if isinstance(self.actors, int) else ("actors",)):
+        for name in ("emotions", "levels", "views", "photos") + (() if isinstance(self.actors, int) else ("actors",)):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # hashable: one actor cache per config
 
     def actor_ids(self) -> list[str]:
@@ -145,6 +147,10 @@ class SynthConfig:
             raise ValueError(f"views must be among {', '.join(VIEWS)}")
         if any(lv not in LEVELS for lv in self.levels):
             raise ValueError(f"levels must be among {LEVELS}")
+        if not self.photos:
+            raise ValueError("photos must name at least one photo")
+        for p in self.photos:
+            get_photo(p)  # a ValueError naming the built-ins when it is neither one nor an annotated image
         if self.tar_naming not in TAR_NAMINGS:
             raise ValueError(f"tar_naming must be one of {TAR_NAMINGS}")
         if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 64:
@@ -209,14 +215,14 @@ def _video_path(key: TakeKey, view: str, plan: DefectPlan) -> str:
 
 
 class _Actor:
-    """Per-actor rendering state: face model, cameras and backdrops (one per view)."""
+    """Per-actor rendering state: face model (photo `index` mod the pool), cameras and backdrops (one per view)."""
 
     def __init__(self, config: SynthConfig, actor: str, index: int):
         rng = _rng(config, "identity", actor)
         ident = make_identity(rng, index)
-        _, lm = base_photo()
-        self.face = FaceModel(ident, FACE_HEIGHT_FRACTION * config.height / (lm[16, 0] - lm[0, 0]))
-        self.centre = tuple(self.face.neutral[[27, 28, 29, 30, 33]].mean(0))
+        photo = get_photo(config.photos[index % len(config.photos)])
+        self.photo = photo.name
+        self.face = FaceModel(photo, ident, FACE_HEIGHT_FRACTION * config.height)
         self.female = gender(actor) == "W"
         self.f0 = float(rng.uniform(180, 240) if self.female else rng.uniform(95, 135))
         self.cameras, self.backdrops = {}, {}
@@ -224,6 +230,8 @@ class _Actor:
             vr = _rng(config, "camera", actor, view)
             self.cameras[view] = make_camera(view, config.width, config.height, vr)
             tone = np.clip(np.asarray(ident.backdrop) * vr.uniform(0.85, 1.15, 3), 0, 255)
+            if self.face.grey:  # a black-and-white photo gets a black-and-white studio
+                tone[:] = tone.mean()
             self.backdrops[view] = backdrop(tuple(tone), config.width, config.height, vr)
 
 
@@ -270,7 +278,8 @@ def _render_take(config: SynthConfig, actor: _Actor, key: TakeKey, plan: DefectP
                    key.emotion, LEVEL_GAIN[key.level] if key.emotion != "neutral" else 0.0, rng, t0=tl.world_start / sr)
     missing_take = key.id in plan.missing_takes
     base = dict(actor=key.actor, gender=gender(key.actor), emotion=key.emotion, emotion_label=emotion_label(key.emotion),
-                level=key.level, take=key.take, take_id=key.id, speech_start_s=sp_start, speech_end_s=sp_end)
+                level=key.level, take=key.take, take_id=key.id, photo=actor.photo, speech_start_s=sp_start,
+                speech_end_s=sp_end)
 
     # reference audio: stereo, a little independent noise per channel
     ref = voice.samples[-tl.world_start : -tl.world_start + tl.n_ref]
@@ -302,7 +311,8 @@ def _render_take(config: SynthConfig, actor: _Actor, key: TakeKey, plan: DefectP
 
 def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
     """Render the take frame by frame on the reference clock and feed every camera that sees each
-    instant (one face render shared by all views); returns per-view true landmarks and mouth opening.
+    instant (one target face shared by all views, turned by each); returns per-view true landmarks
+    (the projected 3D landmarks) and mouth opening.
 
     A view's frame i shows the face at reference frame i + shift (within half a frame of its exact
     time i/fps + offset_s); the truth landmarks are those of exactly what was drawn."""
@@ -326,18 +336,17 @@ def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
             t = float(k / fps)
             opening = float(voice.opening_at(np.array([t]))[0])
             target = actor.face.target(key.emotion, key.level, opening)
-            face = actor.face.render(target) if writers else None
             head = motion.at(t)
             for v in views:
                 i = k - tl.shift[v]
                 if not 0 <= i < tl.n_frames[v]:
                     continue
-                h = homography(actor.cameras[v], head, actor.centre, config.width, config.height)
-                lms[v][i] = apply_h(h, target)
+                pts, dist = actor.face.project(target, actor.cameras[v], head, config.width, config.height)
+                lms[v][i] = pts[:68]
                 opens[v][i] = opening
                 if v in writers:
                     frame = actor.backdrops[v].copy()
-                    composite(frame, face, h)
+                    actor.face.draw(frame, pts, dist)
                     writers[v].write(frame)
         for v in list(writers):
             writers.pop(v).close()

@@ -1,28 +1,21 @@
-"""Synthetic faces for the test corpus: a real photograph (scikit-image's astronaut), varied into
-actor identities and deformed by emotion, intensity and speech with a piecewise-affine warp."""
+"""Synthetic faces for the test corpus: real photographs (`photos`), varied into actor identities,
+deformed by emotion, intensity and speech, and turned in 3D by each camera (`synth_head` mesh,
+`synth_views` projection) in one piecewise-affine resampling of the photo."""
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
-#: iBUG-68 index of each point's mirror partner (used to flip a face left-right).
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))
-    + list(range(26, 16, -1))
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
-    + [64, 63, 62, 61, 60, 67, 66, 65]
-)
+from meadkit.corpus.photos import Photo
+from meadkit.faces.align import MIRROR_68
+from meadkit.corpus.synth_head import FACE_3D, HEAD_CENTRE, fit_pose, head_mesh
+from meadkit.corpus.synth_views import Camera, paint_mesh, project
+
 INNER_MOUTH = np.arange(60, 68)
-#: Crop of the astronaut photo (rows, cols) holding her head, hair and collar.
-_CROP = (slice(0, 400), slice(50, 400))
+#: Jaw-to-jaw width of FACE_3D (inter-ocular units): a photo's face width whatever its pose.
+_FACE_WIDTH = float(FACE_3D[16, 0] - FACE_3D[0, 0])
 
 # Point groups (iBUG order); horizontal offsets below are "outward from the face midline".
 _BROW_IN, _BROW_MID, _BROW_OUT = [21, 22], [19, 20, 23, 24], [17, 18, 25, 26]
@@ -64,49 +57,31 @@ LEVEL_GAIN = {1: 0.4, 2: 0.7, 3: 1.0}
 MAX_SPEECH_OPEN = 0.32
 
 
-def _predictor_path(name: str) -> str:
-    spec = importlib.util.find_spec("face_recognition_models")  # importing it fails on new setuptools
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the face-recognition-models package is not installed")
-    return os.path.join(os.path.dirname(spec.origin), "models", name)
-
-
-@functools.lru_cache(maxsize=1)
-def base_photo() -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut crop (BGR uint8) and its 68 dlib landmarks in crop pixels, found once per process."""
-    import dlib
-    from skimage import data
-
-    rgb = data.astronaut()
-    dets, scores, _ = dlib.get_frontal_face_detector().run(rgb, 1)
-    if not dets:
-        raise RuntimeError("dlib found no face in skimage.data.astronaut()")
-    box = dets[int(np.argmax(scores))]
-    shape = dlib.shape_predictor(_predictor_path("shape_predictor_68_face_landmarks.dat"))(rgb, box)
-    pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
-    pts -= [_CROP[1].start, _CROP[0].start]
-    return np.ascontiguousarray(rgb[_CROP][:, :, ::-1]), pts
-
-
 def inter_ocular(lm: np.ndarray) -> float:
     """Distance between the two eye centres (the unit of every face offset here)."""
     return float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
 
 
+def _axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors along the face's own right and down (from the eye line): moves follow a tilted head."""
+    e = lm[42:48].mean(0) - lm[36:42].mean(0)
+    right = e / np.linalg.norm(e)
+    return right, np.array([-right[1], right[0]])
+
+
 def _sides(lm: np.ndarray) -> np.ndarray:
     """-1 / 0 / +1 for points left of / on / right of the face midline."""
-    mid = lm[27:31, 0].mean()
-    d = (lm[:, 0] - mid) / inter_ocular(lm)
+    d = (lm - lm[27:31].mean(0)) @ _axes(lm)[0] / inter_ocular(lm)
     return np.where(np.abs(d) < 0.05, 0.0, np.sign(d))
 
 
 def _apply(lm: np.ndarray, moves, gain: float) -> np.ndarray:
-    iod, side = inter_ocular(lm), _sides(lm)
+    """Move point groups by (outward, down) offsets in inter-ocular units along the face's own axes."""
+    iod, side, (right, down) = inter_ocular(lm), _sides(lm), _axes(lm)
     out = lm.copy()
     for idx, dx, dy, only in moves:
         idx = [i for i in idx if only == 0 or side[i] == only]
-        out[idx, 0] += gain * dx * iod * side[idx]
-        out[idx, 1] += gain * dy * iod
+        out[idx] += gain * iod * (dx * side[idx, None] * right + dy * down)
     return out
 
 
@@ -166,69 +141,62 @@ def make_identity(rng: np.random.Generator, index: int) -> Identity:
 
 
 class FaceModel:
-    """One identity's face at a given pixel scale: renders any target landmark set by a
-    piecewise-affine warp of the photo (Delaunay over the 68 points plus a fixed border box)."""
+    """One actor's face: its photo cut to head and shoulders at frame scale (mirrored, recoloured, with a
+    head mask) over a 3D head mesh; draws any target landmark set as seen by any camera."""
 
-    def __init__(self, ident: Identity, scale: float):
-        photo, lm = base_photo()
-        photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
-        lm = (lm + 0.5) * scale - 0.5
+    def __init__(self, photo: Photo, ident: Identity, face_width: float):
+        """`face_width`: jaw-to-jaw width in frame pixels of the face seen from the front."""
+        img, lm = photo.image(), photo.landmarks
+        iod_px = fit_pose(lm).scale
+        x0, y0, x1, y1 = _crop_box(lm, iod_px, img.shape)
+        scale = face_width / (_FACE_WIDTH * iod_px)
+        img = cv2.resize(img[y0:y1, x0:x1], None, fx=scale, fy=scale,
+                         interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+        lm = (lm - [x0, y0] + 0.5) * scale - 0.5
         if ident.mirror:
-            photo = photo[:, ::-1]
+            img = img[:, ::-1]
             lm = lm[MIRROR_68].copy()
-            lm[:, 0] = photo.shape[1] - 1 - lm[:, 0]
-        self.image = np.ascontiguousarray(_recolour(photo, ident))
-        self.alpha = _head_alpha(self.image.shape[:2], lm)
-        self.bgra = np.dstack([self.image, self.alpha])
-        self.src = lm
+            lm[:, 0] = img.shape[1] - 1 - lm[:, 0]
+        alpha = _head_alpha(img.shape[:2], lm, fit_pose(lm).to_photo(HEAD_CENTRE[None])[0][0], face_width)
+        (ay0, ay1), (ax0, ax1) = (np.flatnonzero(alpha.any(axis=k))[[0, -1]] + [0, 1] for k in (1, 0))
+        img, alpha, lm = img[ay0:ay1, ax0:ax1], alpha[ay0:ay1, ax0:ax1], lm - [ax0, ay0]  # only what shows
+        self.grey = photo.grey
         self.neutral = _neutralise(_reshape(lm, ident))
         self.iod = inter_ocular(self.neutral)
-        h, w = self.image.shape[:2]
-        self._roi, border = _border_box(lm, w, h)
-        self._src_all = np.vstack([lm, border])
-        self._border = border
-        self._tri = Delaunay(self._src_all).simplices
-        x0, y0, x1, y1 = self._roi
-        self._grid = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the rendered face image."""
-        return self.image.shape[1], self.image.shape[0]
+        widest = [self.target(e, 3, 1.0) for e in EXPRESSIONS]
+        self.mesh = head_mesh(lm, (img.shape[1], img.shape[0]), [lm, self.neutral] + widest)
+        self.texture = np.dstack([_recolour(np.ascontiguousarray(img), ident, photo.grey), alpha])
 
     def target(self, emotion: str, level: int, speech_open: float) -> np.ndarray:
         """Landmarks for an emotion/level with the mouth opened by `speech_open` (0..1 of the speech range)."""
         lm, jaw = expression_landmarks(self.neutral, emotion, level)
         return open_mouth(lm, jaw + MAX_SPEECH_OPEN * speech_open)
 
-    def render(self, target: np.ndarray) -> np.ndarray:
-        """BGRA face image whose landmarks sit exactly at `target` (alpha = head and collar)."""
-        x0, y0, x1, y1 = self._roi
-        dst_all = np.vstack([target, self._border])
-        tri_id = np.zeros((y1 - y0, x1 - x0), np.int32)
-        for i, t in enumerate(self._tri):
-            cv2.fillConvexPoly(tri_id, np.round(dst_all[t] - [x0, y0]).astype(np.int32), i + 1)
-        # affine dst->src per triangle: [x y 1] @ A = src; collapsed (closed-lip) triangles via pinv
-        d = np.concatenate([dst_all[self._tri], np.ones((len(self._tri), 3, 1))], axis=2)
-        s = self._src_all[self._tri]
-        ok = np.abs(np.linalg.det(d)) > 1e-3
-        aff = np.empty((len(self._tri) + 1, 3, 2), np.float32)
-        aff[0] = [[1, 0], [0, 1], [0, 0]]
-        aff[1:][ok] = np.linalg.solve(d[ok], s[ok])
-        if not ok.all():
-            aff[1:][~ok] = np.linalg.pinv(d[~ok]) @ s[~ok]
-        a = aff[tri_id]
-        gy, gx = self._grid
-        mx = gx * a[..., 0, 0] + gy * a[..., 1, 0] + a[..., 2, 0]
-        my = gx * a[..., 0, 1] + gy * a[..., 1, 1] + a[..., 2, 1]
-        out = self.bgra.copy()
-        roi = cv2.remap(out, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out[y0:y1, x0:x1] = roi
-        _draw_mouth(out, target)
-        return out
+    def project(self, target: np.ndarray, cam: Camera, motion: tuple, width: int,
+                height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame pixels (N, 2) and camera distances (N,) of every mesh vertex (the 68 landmarks first, at
+        `target`) seen by `cam` with head `motion`: the first 68 rows are the true landmarks."""
+        verts = np.vstack([target, self.mesh.vertices[68:]])
+        return project(cam, motion, self.mesh.centre, verts, self.mesh.depth, width, height)
+
+    def draw(self, frame: np.ndarray, pts: np.ndarray, dist: np.ndarray) -> None:
+        """Paint the face whose mesh `project` put at `pts` onto the BGR `frame` (in place), open mouth included."""
+        paint_mesh(frame, self.texture, self.mesh.vertices, pts, dist, self.mesh.triangles)
+        _draw_mouth(frame, pts[:68], self.grey)
 
 
-def _recolour(bgr: np.ndarray, ident: Identity) -> np.ndarray:
+def _crop_box(lm: np.ndarray, iod_px: float, shape: tuple) -> tuple[int, int, int, int]:
+    """Head, hair and shoulders around the eyes (x0, y0, x1, y1), in units of the face's own size."""
+    eyes = (lm[36:42].mean(0) + lm[42:48].mean(0)) / 2
+    lo = np.maximum(np.floor(eyes - [3.6 * iod_px, 3.2 * iod_px]), 0).astype(int)
+    hi = np.minimum(np.ceil(eyes + [3.6 * iod_px, 5.6 * iod_px]), [shape[1], shape[0]]).astype(int)
+    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+
+
+def _recolour(bgr: np.ndarray, ident: Identity, grey: bool) -> np.ndarray:
+    """The identity's skin tone and lighting; a greyscale photo gets the lighting only, so it stays grey."""
+    if grey:
+        return np.clip(bgr.astype(np.float32) * ident.value, 0, 255).astype(np.uint8)
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + ident.hue) % 180
     hsv[..., 1] = np.clip(hsv[..., 1] * ident.saturation, 0, 255)
@@ -237,21 +205,23 @@ def _recolour(bgr: np.ndarray, ident: Identity) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _head_alpha(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
-    """Feathered mask covering head, hair and collar, so the actor can stand on any backdrop."""
+def _head_alpha(shape: tuple[int, int], lm: np.ndarray, centre: np.ndarray, fw: float) -> np.ndarray:
+    """Feathered mask covering head, hair, neck and shoulders (sized by the face width `fw`, turned with
+    the face), so the actor can stand on any backdrop."""
     h, w = shape
-    fw = lm[16, 0] - lm[0, 0]
-    cx, chin, brow = lm[27:31, 0].mean(), lm[8, 1], lm[17:27, 1].min()
+    right, down = _axes(lm)
+    roll = float(np.degrees(np.arctan2(right[1], right[0])))
+    at = lambda p, u, v: tuple(int(c) for c in np.round(p + fw * (u * right + v * down)))  # noqa: E731
     mask = np.zeros((h, w), np.uint8)
-    eye_y = lm[36:48, 1].mean()
-    cv2.ellipse(mask, (int(cx), int((brow + chin) / 2 - 0.28 * fw)), (int(0.74 * fw), int(0.9 * fw)), 0, 0, 360, 255, -1)
-    mask[int(eye_y + 0.15 * fw):] = 0  # hair only down to the ears
-    hull = cv2.convexHull(np.round(lm[:27]).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 255)
-    neck = np.array([[cx - 0.36 * fw, chin - 0.35 * fw], [cx + 0.36 * fw, chin - 0.35 * fw],
-                     [cx + 0.45 * fw, chin + 0.9 * fw], [cx - 0.45 * fw, chin + 0.9 * fw]])
-    cv2.fillConvexPoly(mask, np.round(neck).astype(np.int32), 255)
-    cv2.ellipse(mask, (int(cx), int(chin + 1.9 * fw)), (int(1.55 * fw), int(1.25 * fw)), 0, 0, 360, 255, -1)
+    cv2.ellipse(mask, at(centre, 0, -0.03), (int(0.74 * fw), int(0.9 * fw)), roll, 0, 360, 255, -1)
+    yy, xx = np.mgrid[0:h, 0:w]
+    eyes = lm[36:48].mean(0)
+    mask[(xx - eyes[0]) * down[0] + (yy - eyes[1]) * down[1] > 0.15 * fw] = 0  # hair only down to the ears
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm[:27]).astype(np.int32)), 255)
+    chin = centre + ((lm[8] - centre) @ down) * down  # below the head centre, at the chin's height
+    neck = np.array([at(chin, -0.36, -0.35), at(chin, 0.36, -0.35), at(chin, 0.45, 0.9), at(chin, -0.45, 0.9)])
+    cv2.fillConvexPoly(mask, neck.astype(np.int32), 255)
+    cv2.ellipse(mask, at(chin, 0, 1.9), (int(1.55 * fw), int(1.25 * fw)), roll, 0, 360, 255, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), max(1.5, 0.04 * fw))
     edge = 0.15 * fw  # fade out towards the crop's edges so no straight border shows
     ramp = lambda n: np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / edge, 0, 1)  # noqa: E731
@@ -259,53 +229,51 @@ def _head_alpha(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
 
 
 def _reshape(lm: np.ndarray, ident: Identity) -> np.ndarray:
-    iod, side = inter_ocular(lm), _sides(lm)
+    """The identity's face geometry (jaw width and length, eye spacing, nose, mouth, brows) on the photo's."""
+    iod, side, (right, down) = inter_ocular(lm), _sides(lm), _axes(lm)
     out = lm.copy()
-    mid = lm[27:31, 0].mean()
-    out[0:17, 0] = mid + (lm[0:17, 0] - mid) * ident.face_width
+    across = (lm[0:17] - lm[27:31].mean(0)) @ right
+    out[0:17] += (ident.face_width - 1) * across[:, None] * right
     eyes_brows = list(range(17, 27)) + list(range(36, 48))
-    out[eyes_brows, 0] += ident.eye_spacing * iod * side[eyes_brows]
-    out[17:27, 1] += ident.brow_height * iod
+    out[eyes_brows] += ident.eye_spacing * iod * side[eyes_brows, None] * right
+    out[17:27] += ident.brow_height * iod * down
     jaw_w = np.clip(1 - np.abs(np.arange(17) - 8) / 5, 0, 1)
-    out[0:17, 1] += ident.jaw_length * iod * jaw_w
-    out[48:68, 1] += 0.4 * ident.jaw_length * iod
-    out[31:36, 1] += ident.nose_length * iod
-    out[_CORNERS, 0] += ident.mouth_width * iod * side[_CORNERS]
+    out[0:17] += ident.jaw_length * iod * jaw_w[:, None] * down
+    out[48:68] += 0.4 * ident.jaw_length * iod * down
+    out[31:36] += ident.nose_length * iod * down
+    out[_CORNERS] += ident.mouth_width * iod * side[_CORNERS, None] * right
     return out
 
 
 def _neutralise(lm: np.ndarray) -> np.ndarray:
-    """Close the photo's smiling mouth and lower its corners: the actor's neutral face."""
+    """The actor's neutral face: a photo's open mouth closed (lower lip up to the upper) and a smile's
+    raised corners lowered, in proportion to how far they rise above the lips' middle."""
     out = lm.copy()
-    iod = inter_ocular(lm)
-    gap = out[[65, 66, 67], 1] - out[[63, 62, 61], 1]
-    out[[65, 66, 67], 1] -= gap - 0.01 * iod
-    out[[55, 56, 57, 58, 59], 1] -= 0.8 * gap.mean()
-    return _apply(out, [(_CORNERS, -0.03, 0.05, 0), (_NEAR_CORNERS_UP + _NEAR_CORNERS_LOW, -0.01, 0.025, 0)], 1.0)
+    iod, down = inter_ocular(lm), _axes(lm)[1]
+    gap = (out[[65, 66, 67]] - out[[63, 62, 61]]) @ down
+    if gap.mean() > 0.03 * iod:
+        out[[65, 66, 67]] -= (gap - 0.01 * iod)[:, None] * down
+        out[[55, 56, 57, 58, 59]] -= 0.8 * gap.mean() * down
+    smile = np.clip(((lm[[51, 57]].mean(0) - lm[[48, 54]].mean(0)) @ down / iod - 0.04) / 0.16, 0, 1)
+    return _apply(out, [(_CORNERS, -0.03, 0.05, 0), (_NEAR_CORNERS_UP + _NEAR_CORNERS_LOW, -0.01, 0.025, 0)], smile)
 
 
-def _border_box(lm: np.ndarray, w: int, h: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """A fixed frame of points around the face outside which the photo is left untouched."""
-    lo, hi = lm.min(0), lm.max(0)
-    m = 0.45 * (hi - lo).max()
-    x0, y0 = np.maximum(np.floor(lo - m), 0).astype(int)
-    x1, y1 = np.minimum(np.ceil(hi + m), [w - 1, h - 1]).astype(int)
-    t = np.linspace(0, 1, 5)
-    xs, ys = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-    border = np.array([(x, y0) for x in xs] + [(x, y1) for x in xs] + [(x0, y) for y in ys[1:-1]] + [(x1, y) for y in ys[1:-1]], np.float64)
-    return (int(x0), int(y0), int(x1) + 1, int(y1) + 1), border
+#: BGR of the mouth's cavity and of the upper teeth.
+_MOUTH_COLOURS = ((38, 24, 52), (200, 210, 215))
 
 
-def _draw_mouth(bgra: np.ndarray, lm: np.ndarray) -> None:
-    """Paint the open mouth's cavity (dark) with a hint of upper teeth, inside the inner-lip polygon."""
+def _draw_mouth(frame: np.ndarray, lm: np.ndarray, grey: bool) -> None:
+    """Paint the open mouth's cavity (dark) with a hint of upper teeth, inside the inner-lip polygon
+    (frame pixels); in grey for a greyscale photo."""
     inner = lm[INNER_MOUTH]
-    if (inner[[5, 6, 7], 1] - inner[[3, 2, 1], 1]).mean() < 1.0:
+    if np.linalg.norm(inner[[5, 6, 7]] - inner[[3, 2, 1]], axis=1).mean() < 1.0:
         return
+    cavity, teeth_colour = (tuple([int(round(0.114 * b + 0.587 * g + 0.299 * r))] * 3) if grey else (b, g, r)
+                            for b, g, r in _MOUTH_COLOURS)
     shift = 4
     poly = np.round(inner * (1 << shift)).astype(np.int32)
-    cv2.fillPoly(bgra, [poly], (38, 24, 52, 255), cv2.LINE_AA, shift)
-    teeth = inner[[0, 1, 2, 3, 4]].copy()
-    low = teeth.copy()
-    low[:, 1] += 0.25 * (inner[[0, 7, 6, 5, 4], 1] - teeth[:, 1])
+    cv2.fillPoly(frame, [poly], cavity, cv2.LINE_AA, shift)
+    teeth = inner[[0, 1, 2, 3, 4]]
+    low = teeth + 0.25 * (inner[[0, 7, 6, 5, 4]] - teeth)
     poly = np.round(np.vstack([teeth, low[::-1]]) * (1 << shift)).astype(np.int32)
-    cv2.fillPoly(bgra, [poly], (200, 210, 215, 255), cv2.LINE_AA, shift)
+    cv2.fillPoly(frame, [poly], teeth_colour, cv2.LINE_AA, shift)

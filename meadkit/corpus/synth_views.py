@@ -1,5 +1,6 @@
-"""Camera geometry of the synthetic corpus: each MEAD view is a perspective warp (homography) of
-the rendered face plane, combined with slow head motion; landmarks go through the same matrices."""
+"""Camera geometry of the synthetic corpus: each MEAD view turns the actor's 3D head mesh by its
+camera angles plus slow head motion and projects it through a pinhole camera; the face is painted
+through that projection (`paint_mesh`) and its landmarks are the projected 3D points."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,28 +81,23 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def homography(cam: Camera, motion: tuple, face_centre: tuple[float, float], width: int, height: int) -> np.ndarray:
-    """3x3 matrix from face-image pixels to this camera's frame pixels at one instant.
+def project(cam: Camera, motion: tuple, pivot: np.ndarray, pts: np.ndarray, depth: np.ndarray,
+            width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame pixels (N, 2) and distance from the camera (N,) of face points given as face-image pixels
+    `pts` plus `depth` (face-image pixels, + = away from the camera, relative to `pivot`).
 
-    The face image is a plane through `face_centre`, turned by the camera angles plus the head
-    motion, seen by a pinhole camera at 2.5 frame heights (focal length = distance, so a frontal
-    face keeps its pixel scale)."""
+    The points are first put on this camera's frontal rays (so a frontal view without motion maps the
+    face image onto the frame by a pure zoom and shift), then turned about the pivot by the camera
+    angles plus the head motion and seen by a pinhole camera at 2.5 frame heights (focal length =
+    distance, so a frontal face keeps its pixel scale)."""
     yaw, pitch, roll, dx, dy = motion
     d = 2.5 * height
     r = _rotation(cam.yaw + yaw, cam.pitch + pitch, cam.roll + roll)
-    plane = np.array([[1, 0, -face_centre[0]], [0, 1, -face_centre[1]], [0, 0, 1]], np.float64)
-    plane[:2] *= cam.zoom
-    extr = np.column_stack([r[:, 0], r[:, 1], [0, 0, d]])
+    z = cam.zoom * depth
+    xyz = np.column_stack([cam.zoom * (pts - pivot) * ((d + z) / d)[:, None], z]) @ r.T
+    dist = xyz[:, 2] + d
     u0, v0 = cam.centre[0] + dx * width, cam.centre[1] + dy * height
-    k = np.array([[d, 0, u0], [0, d, v0], [0, 0, 1]])
-    h = k @ extr @ plane
-    return h / h[2, 2]
-
-
-def apply_h(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Map (N, 2) points through a homography."""
-    p = np.column_stack([pts, np.ones(len(pts))]) @ h.T
-    return p[:, :2] / p[:, 2:3]
+    return np.column_stack([d * xyz[:, 0] / dist + u0, d * xyz[:, 1] / dist + v0]), dist
 
 
 def backdrop(colour: tuple[int, int, int], width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -114,18 +110,36 @@ def backdrop(colour: tuple[int, int, int], width: int, height: int, rng: np.rand
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def composite(frame: np.ndarray, face_bgra: np.ndarray, h: np.ndarray) -> None:
-    """Warp the BGRA face image by `h` onto `frame` (in place), only over the face's bounding box."""
-    fh, fw = face_bgra.shape[:2]
-    corners = apply_h(h, np.array([[0, 0], [fw, 0], [fw, fh], [0, fh]], np.float64))
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), [frame.shape[1], frame.shape[0]])
+def paint_mesh(frame: np.ndarray, texture: np.ndarray, src: np.ndarray, dst: np.ndarray, dist: np.ndarray,
+               triangles: np.ndarray) -> None:
+    """Alpha-blend a BGRA texture onto `frame` (in place) as a triangle mesh: vertices at `src` in the
+    texture land at `dst` in the frame, `dist` away from the camera.
+
+    Painter's algorithm: triangles are filled far to near into a triangle-id map, then every pixel is
+    read from the texture through its triangle's affine map in one remap (a single resampling)."""
+    x0, y0 = np.maximum(np.floor(dst.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(dst.max(0)).astype(int) + 1, [frame.shape[1], frame.shape[0]])
     if x1 <= x0 or y1 <= y0:
         return
-    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
-    warped = cv2.warpPerspective(face_bgra, shift @ h, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    tri_id = np.zeros((y1 - y0, x1 - x0), np.int32)
+    corners = np.round((dst[triangles] - [x0, y0]) * 16).astype(np.int32)
+    for i in np.argsort(-dist[triangles].mean(1), kind="stable"):
+        cv2.fillConvexPoly(tri_id, corners[i], int(i) + 1, cv2.LINE_8, 4)
+    # affine frame->texture per triangle: [x y 1] @ A = src; collapsed (closed-lip) triangles via pinv
+    d = np.concatenate([dst[triangles] - [x0, y0], np.ones((len(triangles), 3, 1))], axis=2)
+    s = src[triangles]
+    ok = np.abs(np.linalg.det(d)) > 1e-3
+    aff = np.empty((len(triangles) + 1, 3, 2))
+    aff[0] = [[0, 0], [0, 0], [-1e4, -1e4]]  # no triangle: read outside the texture (transparent)
+    aff[1:][ok] = np.linalg.solve(d[ok], s[ok])
+    if not ok.all():
+        aff[1:][~ok] = np.linalg.pinv(d[~ok]) @ s[~ok]
+    coef = np.take(aff.transpose(0, 2, 1).reshape(-1, 6).astype(np.float32), tri_id, axis=0)  # per pixel
+    gx = np.arange(x1 - x0, dtype=np.float32)
+    gy = np.arange(y1 - y0, dtype=np.float32)[:, None]
+    mx = coef[..., 0] * gx + coef[..., 1] * gy + coef[..., 2]
+    my = coef[..., 3] * gx + coef[..., 4] * gy + coef[..., 5]
+    warped = cv2.remap(texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
     a = warped[..., 3].astype(np.float32) * (1 / 255)
-    face = cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR)
     roi = frame[y0:y1, x0:x1]
-    roi[:] = cv2.blendLinear(face, roi, a, 1 - a)
+    roi[:] = cv2.blendLinear(cv2.cvtColor(warped, cv2.COLOR_BGRA2BGR), roi, a, 1 - a)

@@ -30,6 +30,11 @@ TEMPLATE_68 = np.array([
 #: Points that stay put while speaking: nose bridge and base (27-35), eye contours (36-47).
 STABLE = np.r_[27:36, 36:48]
 LEFT_EYE, RIGHT_EYE = np.r_[36:42], np.r_[42:48]  # image-left and image-right eye
+#: iBUG-68 index of each point's mirror partner (a face flipped left-right).
+MIRROR_68 = np.array(
+    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40] + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65])
 
 #: dlib HOG's square face box relative to the landmarks' bounding box (side per bbox size, centre shift
 #: per bbox height), measured on the template photo: the box for the next frame comes from this frame's points.
@@ -40,6 +45,13 @@ def interocular(landmarks: np.ndarray) -> np.ndarray:
     """Distance between the eye centres of (..., 68, 2) landmarks: the normaliser of NME and jitter."""
     d = landmarks[..., LEFT_EYE, :].mean(-2) - landmarks[..., RIGHT_EYE, :].mean(-2)
     return np.sqrt((d ** 2).sum(-1))
+
+
+def roll_angle(landmarks: np.ndarray) -> float:
+    """In-plane angle (radians) of a face's (68, 2) points: the direction of the line from the image-left to the
+    image-right eye centre (y down, so positive is turned clockwise on screen)."""
+    d = landmarks[RIGHT_EYE].mean(0) - landmarks[LEFT_EYE].mean(0)
+    return float(np.arctan2(d[1], d[0]))
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

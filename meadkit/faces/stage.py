@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +16,9 @@ from meadkit.atomic import atomic_path
 from meadkit.corpus.sources import Source
 from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
+from meadkit.faces.gate import REJECTS
 from meadkit.faces.smooth import OneEuroParams, TrackSmoother, jitter
-from meadkit.faces.track import Tracker, main_face
+from meadkit.faces.track import Tracker
 from meadkit.media.probe import MediaError, probe
 from meadkit.media.video import VideoWriter, iter_frames, iter_planes
 
@@ -25,16 +27,25 @@ from meadkit.media.video import VideoWriter, iter_frames, iter_planes
 class FacesConfig:
     """Settings of the faces stage (the `[faces]` table of a pipeline TOML)."""
 
-    backend: str = "dlib"  # dlib | fan | mediapipe
-    fallback_detector: str = "mmod"  # second detector when HOG finds nothing while searching: mmod | mediapipe | none
+    backend: str = "hybrid"  # hybrid (dlib + mediapipe mesh, gated) | dlib (frontal faces only) | mesh | fan
+    fallback_detector: str = "mmod"  # last-resort detector when no other finds a face while searching: mmod | mediapipe | none
     detect_every: int = 15  # check the track with the detector every k frames (search every k while no face)
     detect_width: int = 640  # frames are downscaled to this width for the search
     detect_upsample: int = 0  # HOG upsampling (finds smaller faces, ~4x slower)
     detect_stretch: float = 2.0  # also search on frames widened by this factor (turned faces); <= 1: off
+    search_clahe: bool = True  # equalise contrast locally (CLAHE) on the search image: low-contrast, greyscale faces
     fallback_every: int = 30  # while searching, the slow fallback detector (~1-4 s/call) runs at most every n frames
     fallback_max: int = 1  # ... and at most this many times per view (so clips without a face stay fast)
-    lost_score: float = 0.6  # tracking confidence below this -> frame has no face, detector runs again
+    lost_score: float = 0.5  # tracking confidence below this -> frame has no face, detector runs again
     redetect_score: float = 0.85  # confidence below this -> the detector checks the track every 3rd frame
+    residual_max: float = 0.18  # gate: largest residual of a fit against the generic 3D face at its pose
+    frontal_yaw: float = 20.0  # gate: the 68-point model is trusted up to this yaw (degrees, from the mesh) ...
+    agree_max: float = 0.06  # ... and while it agrees with the mesh within this many face heights
+    jump_max: float = 0.3  # gate: a fit whose face moved more than this many face heights in one frame is rejected
+    max_yaw: float = 36.0  # gate: faces turned further (as the chosen fit reads them) are rejected: beyond this the
+    # landmarkers measured 20-30% NME on rendered 60-degree head turns
+    mirror_max: float = 0.025  # gate: the mesh's points must agree with its fit on the mirrored region (face heights)
+    keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
     crop_size: int = 256
     margin: float = 0.2  # fraction of the crop left around the template's landmarks on each side
     min_cutoff: float = 1.5  # One-Euro smoothing: cutoff (Hz) at rest
@@ -64,7 +75,13 @@ FACES_SCHEMA = pa.schema([
     pa.field("mean_score", pa.float32()),
     pa.field("jitter", pa.float32()),
     pa.field("detector_calls", pa.int32()),
+    pa.field("rejected_ratio", pa.float32()),
+    pa.field("mesh_ratio", pa.float32()),
 ])
+
+#: Landmarker codes of `.faces.npz` `landmarker` (1 + index; 0 = no face on the frame).
+LANDMARKERS = ("fit", "mesh")
+MESH_POINTS = 478  # mediapipe's refined mesh (468 face vertices + 10 iris points)
 
 _CHUNK = 32  # frames decoded before they are fitted (held besides the smoother's look-ahead: ~3 MB each at 1080p)
 
@@ -84,6 +101,8 @@ class FaceResult:
     mean_score: float = float("nan")
     jitter: float = float("nan")
     detector_calls: int = 0
+    rejected: float = 0.0
+    mesh_ratio: float = 0.0
 
     def as_row(self) -> dict:
         """This result as a row of FACES_SCHEMA."""
@@ -91,7 +110,8 @@ class FaceResult:
         return {"face_status": d["status"], "face_error": d["error"], "face_backend": d["backend"],
                 "face_frames": d["n_frames"], "found_ratio": d["found_ratio"],
                 "interpolated_frames": d["interpolated"], "mean_score": d["mean_score"],
-                "jitter": d["jitter"], "detector_calls": d["detector_calls"]}
+                "jitter": d["jitter"], "detector_calls": d["detector_calls"], "rejected_ratio": d["rejected"],
+                "mesh_ratio": d["mesh_ratio"]}
 
 
 class NoFaceError(ValueError):
@@ -115,8 +135,7 @@ def backend_for(config: FacesConfig) -> Backend:
 
 def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
     """A fresh tracker with the config's detection settings."""
-    return Tracker(backend, config.detect_every, config.detect_width, config.lost_score, config.fallback_every,
-                   config.redetect_score, config.detect_stretch, config.fallback_max)
+    return Tracker(backend, config)
 
 
 def process_view(source: Source, start_frame: int, n_frames: int, video_out: Path | str,
@@ -152,14 +171,48 @@ def warp_i420(yuv: np.ndarray, m: np.ndarray, size: int, width: int, height: int
 
 
 def warp_planes(planes: tuple, m: np.ndarray, size: int) -> np.ndarray:
-    """Aligned crop of a frame given as its (luma, u, v) yuv420p planes, as an I420 crop ((size*3/2, size))."""
-    y, u, v = planes
-    # chroma pixel (i, j) covers luma pixels 2i..2i+1: its centre is at luma 2i + 0.5
+    """Aligned crop of a frame given as its (luma, u, v) planes, chroma at half (yuv420p) or full (yuv444p)
+    resolution, as an I420 crop ((size*3/2, size))."""
+    y, u, v = planes[:3]
     m_uv = np.array(m, np.float64)
-    m_uv[:, 2] = (m_uv[:, :2].sum(1) * 0.5 + m_uv[:, 2] - 0.5) / 2
+    if u.shape == y.shape:  # 4:4:4: chroma on the luma grid; crop chroma pixel i covers crop luma 2i..2i+1
+        m_uv = np.hstack([m_uv[:, :2] / 2, (m_uv[:, 2:] - 0.5) / 2])
+    else:  # 4:2:0: chroma pixel (i, j) covers luma pixels 2i..2i+1: its centre is at luma 2i + 0.5
+        m_uv[:, 2] = (m_uv[:, :2].sum(1) * 0.5 + m_uv[:, 2] - 0.5) / 2
     half = size // 2
     return np.concatenate([warp(y, m, size).ravel(), warp(u, m_uv, half).ravel(),
                            warp(v, m_uv, half).ravel()]).reshape(-1, size)
+
+
+class _Track:
+    """Per-frame arrays of one view's track, filled from the tracker's observations (see manifests/faces.md)."""
+
+    def __init__(self, T: int, mesh_points: int):
+        self.found = np.zeros(T, bool)
+        self.score = np.zeros(T, np.float32)
+        self.quality = np.zeros(T, np.float32)
+        self.reject = np.zeros(T, np.uint8)
+        self.landmarker = np.zeros(T, np.uint8)
+        self.mesh = np.full((T, mesh_points, 3), np.nan, np.float32)
+
+    def record(self, i: int, ob) -> None:
+        self.found[i] = ob.landmarks is not None
+        self.score[i] = ob.score if self.found[i] else 0.0
+        self.quality[i] = ob.quality
+        self.reject[i] = 1 + REJECTS.index(ob.reject) if ob.reject else 0
+        self.landmarker[i] = LANDMARKERS.index(ob.source) + 1 if self.found[i] and ob.source else 0
+        if ob.mesh is not None and self.mesh.shape[1] == len(ob.mesh):
+            self.mesh[i] = ob.mesh
+        else:
+            self.mesh[i] = np.nan
+
+    def rejections(self) -> tuple[float, str]:
+        """Fraction of frames whose fit the gate refused, and the commonest reason."""
+        refused = self.reject[~self.found]
+        refused = refused[(refused > 0) & (refused != 1 + REJECTS.index("no fit"))]  # "no fit": no face seen
+        if not len(refused):
+            return 0.0, ""
+        return len(refused) / len(self.found), REJECTS[int(np.bincount(refused).argmax()) - 1]
 
 
 def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend) -> FaceResult:
@@ -180,95 +233,138 @@ def _process(source, start_frame, n_frames, video_out, arrays_out, config, backe
     tracker = tracker_for(backend, config)
     params = OneEuroParams(config.min_cutoff, config.beta, config.d_cutoff, config.mouth_min_cutoff)
     smoother = TrackSmoother(T, float(fps), params, lag=max(config.smooth_lag, config.max_gap), max_gap=config.max_gap)
+    # frames held back before they are cropped: the smoother's look-ahead, and room to track backwards from a
+    # face found by the next search (which runs at least every detect_every frames)
+    delay = max(smoother.lag, config.detect_every)
     lm_src = np.full((T, 68, 2), np.nan, np.float32)
     lm_crop = np.full((T, 68, 2), np.nan, np.float32)
     valid = np.zeros(T, bool)
     interpolated = np.zeros(T, bool)
-    score = np.zeros(T, np.float32)
     transform = np.zeros((T, 2, 3), np.float32)
-    found = np.zeros(T, bool)
+    track = _Track(T, MESH_POINTS if backend.mesh is not None and config.keep_mesh else 0)
     last_m: list = [None]
     contrast = 0.0
     # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
     colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or size % 2)
     W, H = info.width, info.height
 
-    with atomic_path(video_out) as tmp_video:
-        with VideoWriter(str(tmp_video), fps, size, size, crf=config.crf, preset=config.preset,
-                         pix_fmt="bgr24" if colour else "yuv420p") as writer:
+    with atomic_path(video_out) as tmp_video, ExitStack() as stack:
+        writers: list = []
 
-            def emit(i: int, image: np.ndarray) -> None:
-                pts, ok, interp = smoother.final(i)
-                if ok:
-                    m = last_m[0] = crop_transform(pts, size, config.margin)
-                elif last_m[0] is not None:
-                    m = last_m[0]
-                else:  # no face yet: frame it like the first face ahead, else the frame's centre
-                    ahead = next((j for j in range(i + 1, smoother.n) if smoother.valid[j]), None)
-                    m = (crop_transform(smoother.raw[ahead], size, config.margin) if ahead is not None
-                         else _centre_transform(W, H, size))
-                writer.write(warp(image, m, size) if colour else warp_planes(image, m, size))
-                transform[i], valid[i], interpolated[i] = m, ok, interp
-                if ok:
-                    lm_src[i], lm_crop[i] = pts, apply(m, pts)
+        def writer_for(image) -> VideoWriter:
+            """The crop writer, opened at the first frame: crops keep the source's range (MEAD is full range)."""
+            if not writers:
+                fmt = "bgr24" if colour else "yuvj420p" if image.full_range else "yuv420p"
+                writers.append(stack.enter_context(VideoWriter(str(tmp_video), fps, size, size, crf=config.crf,
+                                                               preset=config.preset, pix_fmt=fmt)))
+            return writers[0]
 
-            # decode _CHUNK frames, then fit them one by one (the tracker still sees every frame in order), then crop
-            # and encode them: each step's working set (decoder, the landmark model's trees, encoder) stays in cache
-            # instead of being evicted every frame (on grainy 1080p, per-frame interleaving made each fit ~2.5x slower)
-            chunk_size = config.batch_size * -(-_CHUNK // config.batch_size)
-            buffer: deque = deque()
-            pending: list = []
-            n_read = 0
+        def emit(i: int, image: np.ndarray) -> None:
+            pts, ok, interp = smoother.final(i)
+            if ok:
+                m = last_m[0] = crop_transform(pts, size, config.margin)
+            elif last_m[0] is not None:
+                m = last_m[0]
+            else:  # no face yet: frame it like the first face ahead, else the frame's centre
+                ahead = next((j for j in range(i + 1, smoother.n) if smoother.valid[j]), None)
+                m = (crop_transform(smoother.raw[ahead], size, config.margin) if ahead is not None
+                     else _centre_transform(W, H, size))
+            writer_for(image).write(warp(image, m, size) if colour else warp_planes(image, m, size))
+            transform[i], valid[i], interpolated[i] = m, ok, interp
+            if ok:
+                lm_src[i], lm_crop[i] = pts, apply(m, pts)
 
-            def run(chunk):
-                for j in range(0, len(chunk), config.batch_size):
-                    batch = chunk[j:j + config.batch_size]
-                    views = [im if colour else im[0] for _, im in batch]
-                    for (i, image), ob in zip(batch, tracker.step(views)):
-                        smoother.push(ob.landmarks)
-                        found[i] = ob.landmarks is not None
-                        score[i] = ob.score if found[i] else 0.0
-                        buffer.append((i, image))
-                while len(buffer) > smoother.lag:
-                    emit(*buffer.popleft())
+        def backfill(buffer) -> None:
+            """Track backwards from a face just found over the held frames before it that have none."""
+            lost = []
+            for j, image in reversed(buffer):
+                if track.found[j]:
+                    break
+                lost.append((j, image))
+            for (j, _), ob in zip(lost, tracker.backtrack([im if colour else im[0] for _, im in lost])):
+                smoother.revise(j, ob.landmarks)
+                track.record(j, ob)
 
-            frames = (((f.index, f.image) for f in iter_frames(source, start_frame, T)) if colour
-                      else iter_planes(source, start_frame, T))
-            for index, image in frames:
-                i = index - start_frame
-                if i % config.detect_every == 0:
-                    contrast = max(contrast, float((image if colour else image[0])[::8, ::8].std()))
-                pending.append((i, image))
-                n_read += 1
-                if len(pending) == chunk_size:
-                    run(pending)
-                    pending = []
-            if pending:
-                run(pending)
-            while buffer:
+        # decode _CHUNK frames, then fit them one by one (the tracker still sees every frame in order), then crop
+        # and encode them: each step's working set (decoder, the landmark model's trees, encoder) stays in cache
+        # instead of being evicted every frame (on grainy 1080p, per-frame interleaving made each fit ~2.5x slower)
+        chunk_size = config.batch_size * -(-_CHUNK // config.batch_size)
+        buffer: deque = deque()
+        pending: list = []
+        n_read = 0
+
+        def run(chunk):
+            for j in range(0, len(chunk), config.batch_size):
+                batch = chunk[j:j + config.batch_size]
+                views = [im if colour else im[0] for _, im in batch]
+                for (i, image), ob in zip(batch, tracker.step(views)):
+                    if tracker.restarted and ob.landmarks is not None and i == batch[0][0]:
+                        backfill(buffer)
+                    smoother.push(ob.landmarks)
+                    track.record(i, ob)
+                    buffer.append((i, image))
+            while len(buffer) > delay:
                 emit(*buffer.popleft())
 
-            if n_read < T:
-                total = info.n_frames if info.n_frames is not None else "?"
-                status = "too_short" if n_read < config.min_frames else "corrupt"
-                raise _Reject(FaceResult(status, f"decoded {n_read} of the {T} frames asked for "
-                                                 f"(from frame {start_frame}; the header says {total})",
-                                         name, n_read, detector_calls=tracker.detector_calls))
-            n_found = int(found.sum())
-            base = dict(backend=name, n_frames=T, found_ratio=n_found / T, interpolated=int(interpolated.sum()),
-                        detector_calls=tracker.detector_calls)
-            if n_found == 0:
-                why = "the frames are blank (no contrast)" if contrast < 2.0 else "the detector found no face"
-                raise _Reject(FaceResult("no_face", f"no face in {T} frames: {why}", **base))
-            result = FaceResult("ok", None, mean_score=float(score[found].mean()), jitter=jitter(lm_src, valid), **base)
-            if result.found_ratio < config.min_found_ratio:
-                result.status = "partial"
-                result.error = (f"face found on {100 * result.found_ratio:.1f}% of frames "
-                                f"(< {100 * config.min_found_ratio:.0f}%); frames without a face have valid=False")
+        frames = (((f.index, f.image) for f in iter_frames(source, start_frame, T)) if colour
+                  else iter_planes(source, start_frame, T))
+        for index, image in frames:
+            i = index - start_frame
+            if i % config.detect_every == 0:
+                contrast = max(contrast, float((image if colour else image[0])[::8, ::8].std()))
+            pending.append((i, image))
+            n_read += 1
+            if len(pending) == chunk_size:
+                run(pending)
+                pending = []
+        if pending:
+            run(pending)
+        while buffer:
+            emit(*buffer.popleft())
+
+        if n_read < T:
+            total = info.n_frames if info.n_frames is not None else "?"
+            status = "too_short" if n_read < config.min_frames else "corrupt"
+            raise _Reject(FaceResult(status, f"decoded {n_read} of the {T} frames asked for "
+                                             f"(from frame {start_frame}; the header says {total})",
+                                     name, n_read, detector_calls=tracker.detector_calls))
+        n_found = int(track.found.sum())
+        refused, why = track.rejections()
+        base = dict(backend=name, n_frames=T, found_ratio=n_found / T, interpolated=int(interpolated.sum()),
+                    detector_calls=tracker.detector_calls, rejected=refused,
+                    mesh_ratio=float((track.landmarker == 1 + LANDMARKERS.index("mesh")).mean()))
+        gate_note = f"fit rejected on {100 * refused:.0f}% of frames: {why}" if refused else ""
+        if n_found == 0:
+            starts = tracker.start_rejects
+            why_none = (gate_note or (f"faces detected {sum(starts.values())} time(s), but every fit was rejected ("
+                                      + ", ".join(f"{k}: {v}" for k, v in sorted(starts.items())) + ")" if starts
+                                      else "the frames are blank (no contrast)" if contrast < 2.0
+                                      else "the detector found no face"))
+            raise _Reject(FaceResult("no_face", f"no face in {T} frames: {why_none}", **base))
+        result = FaceResult("ok", None, mean_score=float(track.score[track.found].mean()),
+                            jitter=jitter(lm_src, valid), **base)
+        if result.found_ratio < config.min_found_ratio:
+            result.status = "partial"
+            result.error = (f"face found on {100 * result.found_ratio:.1f}% of frames "
+                            f"(< {100 * config.min_found_ratio:.0f}%)" + (f"; {gate_note}" if gate_note else "")
+                            + "; frames without a face have valid=False")
+        stack.close()  # the crop video is complete before its arrays are written
+        arrays = dict(landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=track.score,
+                      quality=track.quality, reject=track.reject, landmarker=track.landmarker,
+                      transform=transform, interpolated=interpolated)
+        if track.mesh.shape[1]:
+            arrays["mesh_crop"] = _mesh_in_crop(track.mesh, transform)
         with atomic_path(arrays_out) as tmp_arrays, open(tmp_arrays, "wb") as fh:
-            np.savez(fh, landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=score,
-                     transform=transform, interpolated=interpolated)
+            np.savez(fh, **arrays)
     return result
+
+
+def _mesh_in_crop(mesh: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Mesh vertices (T, N, 3) in source pixels -> crop pixels (x, y through each frame's transform, z scaled
+    alike), as float16 (steps of a quarter pixel at most in a 512 px crop; half the size of float32)."""
+    xy = np.einsum("tij,tnj->tni", transform[:, :, :2], mesh[..., :2]) + transform[:, None, :, 2]
+    scale = np.sqrt(np.abs(np.linalg.det(transform[:, :, :2].astype(np.float64))))[:, None, None]
+    return np.concatenate([xy, mesh[..., 2:] * scale], -1).astype(np.float16)
 
 
 def align_image(image_bgr: np.ndarray, config: FacesConfig = FacesConfig()):
@@ -279,10 +375,9 @@ def align_image(image_bgr: np.ndarray, config: FacesConfig = FacesConfig()):
         raise ValueError("align_image needs an H x W x 3 BGR uint8 image")
     tracker = tracker_for(backend_for(config), config)
     h, w = image_bgr.shape[:2]
-    dets, stretch = tracker.search(image_bgr)
-    if not dets:
+    if not tracker.restart(image_bgr, tracker.search(image_bgr)):
         raise NoFaceError(f"no face found in the {w}x{h} image (backend {config.backend}); "
                           "use a photo with a clearly visible, roughly frontal face")
-    pts = tracker.start(image_bgr, main_face(dets, w, h).box, stretch).astype(np.float32)
+    pts = tracker.landmarks.astype(np.float32)
     m = crop_transform(pts, config.crop_size, config.margin)
     return warp(image_bgr, m, config.crop_size), apply(m, pts).astype(np.float32), pts, m.astype(np.float32)

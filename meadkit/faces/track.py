@@ -6,7 +6,10 @@ Tracking confidence is the normalised cross-correlation of the aligned upper fac
 with the same patch at the last confirmed detection; when it drops, the frame is marked without a
 face and the search runs again. Faces turned sideways (60-degree views) that the frontal detector
 misses are looked for on a horizontally widened copy (undoing the turn's foreshortening), and then
-fitted on widened regions too; a slow second detector (CNN) runs at most a few times per clip.
+fitted on widened regions too; a second detector (mediapipe's full-range one, or dlib's CNN) runs when HOG
+finds nothing. Every fit goes through the gate (`gate.judge`): the mesh and the 68-point model are compared
+and an implausible or leaping shape is not a face. When a face is found after frames without one, the
+tracker also runs backwards from it over the frames the caller still holds (`backtrack`).
 """
 from __future__ import annotations
 
@@ -16,25 +19,34 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from meadkit.faces.align import STABLE, TEMPLATE_68, box_from_landmarks, similarity
+from meadkit.faces.align import STABLE, TEMPLATE_68, box_from_landmarks, roll_angle, similarity
 from meadkit.faces.backends import Backend, Box, Detection
+from meadkit.faces.gate import judge, jumped
+from meadkit.faces.model3d import fit_pose
 
 _PATCH_W, _PATCH_H = 32, 20
 _EAGER_SEARCH = 6  # frames after a loss during which the search runs on every frame
 _WEAK_EVERY = 3  # while the track is weak, check it with the detector every this many frames
 _SURE_UNWIDENED = 0.5  # HOG score above which an unwidened find ends the search (synth: 0.59-1.32 on 0-30 degree
 # views, which the widened search never found; 60-degree views are found only widened)
+_YAW_MARGIN = 8.0  # the 68-point model also runs this far beyond frontal_yaw (the mesh's yaw is only a guess)
 _ROI_FACE = 100.0  # face box side (px) in the region the track is checked on (HOG finds faces from ~80 px)
 _PATCH_DST = (TEMPLATE_68[STABLE] - [0.05, 0.0]) * (_PATCH_W / 0.9)
 
 
 @dataclass
 class Observation:
-    """One frame's raw result: landmarks (68, 2) in source pixels or None, confidence in [0, 1], detector ran."""
+    """One frame's raw result: accepted landmarks (68, 2) in source pixels or None, tracking confidence in [0, 1],
+    whether a detector ran, the fitted shape's plausibility in [0, 1], why a fit was rejected (gate.REJECTS),
+    the mesh's vertices (N, 3) when it ran and saw a face, and which landmarker gave the points (fit / mesh)."""
 
     landmarks: Optional[np.ndarray]
     score: float
     detected: bool
+    quality: float = 0.0
+    reject: Optional[str] = None
+    mesh: Optional[np.ndarray] = None
+    source: Optional[str] = None
 
 
 def iou(a: Box, b: Box) -> float:
@@ -70,31 +82,31 @@ def upper_face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 class Tracker:
     """Stateful face tracker over consecutive frames (see module doc). `step` takes a batch of frames
-    (one for dlib; several for batched GPU fitting) and returns one Observation per frame."""
+    (one for dlib; several for batched GPU fitting) and returns one Observation per frame. `config` is a
+    FacesConfig (its detection, tracking and gate settings)."""
 
-    def __init__(self, backend: Backend, detect_every: int = 15, detect_width: int = 640,
-                 lost_score: float = 0.6, fallback_every: int = 30, redetect_score: float = 0.85,
-                 detect_stretch: float = 2.0, fallback_max: int = 1):
-        self.backend = backend
-        self.detect_every, self.detect_width = max(1, detect_every), detect_width
-        self.lost_score, self.fallback_every = lost_score, max(1, fallback_every)
-        self.redetect_score = redetect_score
-        self.detect_stretch, self.fallback_max = detect_stretch, fallback_max
+    def __init__(self, backend: Backend, config):
+        self.backend, self.config = backend, config
+        self.detect_every = max(1, config.detect_every)
+        self.fallback_every = max(1, config.fallback_every)
         self.stretch = 1.0  # horizontal widening the tracked face is fitted at (> 1 for faces turned sideways)
         self.weak = False  # the last frame's confidence fell below redetect_score: check the track soon
         self.landmarks: Optional[np.ndarray] = None  # last good landmarks (the track)
         self.anchor: Optional[np.ndarray] = None  # patch at the last confirmed detection
         self.since_detect = 0
         self.lost_frames = 0  # frames since the face was last seen (or since the start, before it is first seen)
-        self.since_fallback = fallback_every  # frames since the slow fallback detector last ran
+        self.since_fallback = self.fallback_every  # frames since the slow fallback detector last ran
         self.fallback_calls = 0
         self.detector_calls = 0
+        self.restarted = False  # the last step started the track afresh from a detection (see backtrack)
+        self.start_rejects: dict[str, int] = {}  # detections the gate refused to start on, by reason
+        self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
 
     def _stretches(self, first: float) -> list[float]:
         """Widening factors to detect at: `first`, then the other one (if widening is enabled)."""
-        if self.detect_stretch <= 1.0:
+        if self.config.detect_stretch <= 1.0:
             return [1.0]
-        return [first, 1.0 if first != 1.0 else self.detect_stretch]
+        return [first, 1.0 if first != 1.0 else self.config.detect_stretch]
 
     def track_box(self) -> Box:
         """Box for the next frame: where the detector would put it on the last landmarks (placed in widened pixels,
@@ -112,31 +124,38 @@ class Tracker:
         return [Detection((x0 + d.box[0] / sx, y0 + d.box[1] / sy, x0 + d.box[2] / sx, y0 + d.box[3] / sy), d.score)
                 for d in detector(small)]
 
-    def search(self, image: np.ndarray) -> tuple[list[Detection], float]:
-        """Faces anywhere in `image` (downscaled to detect_width), boxes in full-size pixels, and the widening
-        they were found at: the detector on the copy and on a widened copy (the surer one wins), else (rarely)
-        the slow fallback detector."""
-        s = min(1.0, self.detect_width / image.shape[1])
+    def _search_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """`image` downscaled to detect_width, as grey with its contrast equalised locally (CLAHE: low-contrast and
+        greyscale faces), and the scale."""
+        s = min(1.0, self.config.detect_width / image.shape[1])
         small = cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)),
                            interpolation=cv2.INTER_AREA) if s < 1 else image
+        grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        return (self._clahe.apply(np.ascontiguousarray(grey)) if self.config.search_clahe else grey), s
+
+    def search(self, image: np.ndarray) -> list[tuple[list[Detection], float]]:
+        """Candidate faces anywhere in `image`, best first, as (detections in full-size pixels, widening): HOG on
+        the downscaled frame (stopping when it is sure), the second detector (mediapipe full-range: turned faces),
+        HOG on a widened copy; the slow CNN only as a last resort a few times a clip."""
+        small, s = self._search_image(image)
         self.detector_calls += 1
-        # a turned face may also be seen unwidened, but with a much weaker score than widened: keep the surer
-        found = []
+        hog = []
         for k in self._stretches(1.0):
             if dets := self._run(self.backend.detector, small, k, 1.0):
-                found.append((dets, k))
-                if max(d.score for d in dets) >= _SURE_UNWIDENED:
-                    break  # a face this clear unwidened is not turned sideways: skip the (2x dearer) widened search
-        if found:
-            dets, k = max(found, key=lambda f: max(d.score for d in f[0]))
-            return [Detection(tuple(v / s for v in d.box), d.score) for d in dets], k
+                hog.append((dets, k))
+                if k == 1.0 and max(d.score for d in dets) >= _SURE_UNWIDENED:
+                    return [([Detection(tuple(v / s for v in d.box), d.score) for d in dets], k)]  # not turned
+        # a turned face may also be seen unwidened, but with a much weaker score than widened: surer first
+        hog.sort(key=lambda f: -max(d.score for d in f[0]))
+        second = self.backend.second(small) if self.backend.second is not None else []
+        found = ([(second, 1.0)] if second else []) + hog
         fb = self.backend.fallback
-        if (fb is not None and self.fallback_calls < self.fallback_max and self.since_fallback >= self.fallback_every):
+        if (not found and fb is not None and self.fallback_calls < self.config.fallback_max
+                and self.since_fallback >= self.fallback_every):
             self.fallback_calls += 1
             self.since_fallback = 0
-            dets = fb(small)
-            return [Detection(tuple(v / s for v in d.box), d.score) for d in dets], 1.0
-        return [], 1.0
+            found.append((fb(small), 1.0))
+        return [([Detection(tuple(v / s for v in d.box), d.score) for d in dets], k) for dets, k in found if dets]
 
     def check(self, image: np.ndarray, box: Box) -> tuple[list[Detection], float]:
         """Faces on a small region around `box` (scaled so a face is ~_ROI_FACE px), boxes in full-size pixels,
@@ -156,43 +175,85 @@ class Tracker:
                 return dets, k
         return [], self.stretch
 
-    def _fit(self, images: Sequence[np.ndarray], box: Box) -> list[tuple[np.ndarray, float]]:
+    def _observe(self, images: Sequence[np.ndarray], box: Box, angle: float) -> list[Observation]:
+        """Fit every image in `box`, gate each fit, score it against the appearance anchor (not yet accepted).
+        With a mesh, the 68-point model runs only where the mesh says the face may be near frontal, and the
+        mesh's mirrored fit only where the mesh's points are chosen."""
+        mesher, cfg = self.backend.mesh, self.config
+        if mesher is None:
+            fits = self.backend.fit(images, box, self.stretch)
+            meshes = [None] * len(images)
+        else:
+            meshes = [mesher.fit(im, box, angle) for im in images]
         out = []
-        for im, (pts, bscore) in zip(images, self.backend.fit(images, box, self.stretch)):
-            if not np.isfinite(pts).all():
-                out.append((pts, 0.0))
+        for k, im in enumerate(images):
+            m68 = pose = None
+            if mesher is not None:
+                m68 = mesher.to68(meshes[k]) if meshes[k] is not None else None
+                pose = fit_pose(m68) if m68 is not None else None
+                near = pose is None or abs(pose.yaw) <= cfg.frontal_yaw + _YAW_MARGIN
+                pts, bscore = self.backend.fit([im], box, self.stretch)[0] if self.backend.fits68 and near else (None, None)
+            else:
+                pts, bscore = fits[k]
+            v = judge(pts, m68, cfg, (lambda im=im: mesher.fit68_mirrored(im, box, angle)) if mesher else None, pose)
+            if v.points is None:
+                out.append(Observation(None, 0.0, False, v.quality, v.reject, meshes[k], v.source))
                 continue
-            ncc = float(np.dot(upper_face_patch(im, pts), self.anchor)) if self.anchor is not None else 1.0
-            out.append((pts, max(0.0, ncc) * (1.0 if bscore is None else bscore)))
+            ncc = float(np.dot(upper_face_patch(im, v.points), self.anchor)) if self.anchor is not None else 1.0
+            score = max(0.0, ncc) * (1.0 if bscore is None or v.source != "fit" else bscore)
+            out.append(Observation(v.points, score, False, v.quality, None, meshes[k], v.source))
         return out
 
-    def start(self, image: np.ndarray, box: Box, stretch: float = 1.0) -> np.ndarray:
+    def _accept(self, ob: Observation, previous: Optional[np.ndarray]) -> Observation:
+        """The observation as the track takes it: rejected when tracking is weak or the points leapt."""
+        if ob.landmarks is None:
+            return ob
+        reject = ("weak tracking" if ob.score < self.config.lost_score
+                  else "jump" if previous is not None and jumped(ob.landmarks, previous, self.config.jump_max)
+                  else None)
+        if reject is not None:
+            ob.landmarks, ob.reject = None, reject
+        return ob
+
+    def start(self, image: np.ndarray, box: Box, stretch: float = 1.0) -> Optional[np.ndarray]:
         """Fit from a detector box (found at `stretch`), refit from the box those landmarks imply, make the
-        result the new anchor and track."""
-        self.stretch = stretch
-        (pts, _), = self.backend.fit([image], box, stretch)
-        self.landmarks = pts
-        (pts, _), = self.backend.fit([image], self.track_box(), stretch)
-        self.landmarks, self.anchor = pts, upper_face_patch(image, pts)
-        return pts
+        result the new anchor and track. Returns the landmarks, or None (track unchanged) when the gate
+        rejects the fit: the detection was not a believable face."""
+        saved = self.stretch, self.landmarks, self.anchor
+        self.stretch, self.anchor = stretch, None
+        ob, = self._observe([image], box, 0.0)
+        if ob.landmarks is not None:
+            self.landmarks = ob.landmarks
+            ob, = self._observe([image], self.track_box(), roll_angle(ob.landmarks))
+            if ob.landmarks is not None:
+                self.landmarks, self.anchor = ob.landmarks, upper_face_patch(image, ob.landmarks)
+                return ob.landmarks
+        self.stretch, self.landmarks, self.anchor = saved
+        self.start_rejects[ob.reject or "no fit"] = self.start_rejects.get(ob.reject or "no fit", 0) + 1
+        return None
+
+    def restart(self, image: np.ndarray, candidates: list[tuple[list[Detection], float]]) -> bool:
+        """Start the track on the best believable detection: the lost face where it is seen again, else the main
+        face in view, trying the candidates of each detector in turn."""
+        h, w = image.shape[:2]
+        track_box = self.track_box() if self.landmarks is not None else None
+        for dets, k in candidates:
+            match = [d for d in dets if track_box is not None and iou(d.box, track_box) > 0.4]
+            best = max(match, key=lambda d: iou(d.box, track_box)) if match else main_face(dets, w, h)
+            if self.start(image, best.box, k) is not None:
+                return True
+        return False
 
     def step(self, images: Sequence[np.ndarray]) -> list[Observation]:
         """Landmarks for the next frames of the video."""
         first = images[0]
-        h, w = first.shape[:2]
-        detected = refresh = False
+        detected = refresh = self.restarted = False
         if self.landmarks is None or self.lost_frames > 0:
             # search every frame just after a loss, then only every k frames (a clip without a face stays cheap)
             if self.since_detect >= self.detect_every or self.lost_frames < _EAGER_SEARCH:
-                (dets, k), detected = self.search(first), True
+                candidates, detected = self.search(first), True
                 self.since_detect = 0
-                track_box = self.track_box() if self.landmarks is not None else None
-                match = [d for d in dets if track_box is not None and iou(d.box, track_box) > 0.4]
-                best = max(match, key=lambda d: iou(d.box, track_box)) if match else None
-                if best is not None or (dets and (track_box is None
-                                                  or self._fit([first], track_box)[0][1] < self.lost_score)):
-                    # restart on the lost face where it is seen again, else on the main face in view
-                    self.start(first, (best or main_face(dets, w, h)).box, k)
+                self.restarted = self.restart(first, candidates)
         elif self.since_detect >= (_WEAK_EVERY if self.weak else self.detect_every):
             # check the track with the detector on a small region around it (cheap)
             track_box = self.track_box()
@@ -207,16 +268,33 @@ class Tracker:
         self.since_fallback += len(images)
         if self.landmarks is None:
             self.lost_frames += len(images)
-            return [Observation(None, 0.0, detected and i == 0) for i in range(len(images))]
+            return [Observation(None, 0.0, detected and i == 0, reject=None) for i in range(len(images))]
         obs = []
-        for i, (pts, score) in enumerate(self._fit(images, self.track_box())):
-            ok = score >= self.lost_score
-            obs.append(Observation(pts if ok else None, score, detected and i == 0))
-            if ok:
-                self.landmarks = pts
+        previous = None if self.restarted or self.lost_frames > 0 else self.landmarks
+        for i, ob in enumerate(self._observe(images, self.track_box(), roll_angle(self.landmarks))):
+            ob = self._accept(ob, previous)
+            ob.detected = detected and i == 0
+            obs.append(ob)
+            if ob.landmarks is not None:
+                self.landmarks = previous = ob.landmarks
         if refresh and obs[0].landmarks is not None:
             self.anchor = upper_face_patch(first, obs[0].landmarks)
         # when lost, keep the last good landmarks: the next frames retry there and the search runs again
         self.lost_frames = 0 if obs[-1].landmarks is not None else self.lost_frames + len(images)
-        self.weak = obs[-1].score < self.redetect_score
+        self.weak = obs[-1].score < self.config.redetect_score
         return obs
+
+    def backtrack(self, images: Sequence[np.ndarray]) -> list[Observation]:
+        """Track backwards from the current landmarks over `images` (the frames before the current one, latest
+        first), stopping at the first frame the gate rejects; the track's own state is left as it was."""
+        saved = self.landmarks, self.weak
+        out = []
+        for im in images:
+            ob, = self._observe([im], self.track_box(), roll_angle(self.landmarks))
+            ob = self._accept(ob, self.landmarks)
+            if ob.landmarks is None:
+                break
+            out.append(ob)
+            self.landmarks = ob.landmarks
+        self.landmarks, self.weak = saved
+        return out
