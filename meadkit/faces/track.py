@@ -268,7 +268,7 @@ class Tracker:
         self.since_fallback += len(images)
         if self.landmarks is None:
             self.lost_frames += len(images)
-            return [Observation(None, 0.0, detected and i == 0, reject=None) for i in range(len(images))]
+            return [Observation(None, 0.0, detected and i == 0) for i in range(len(images))]
         obs = []
         previous = None if self.restarted or self.lost_frames > 0 else self.landmarks
         for i, ob in enumerate(self._observe(images, self.track_box(), roll_angle(self.landmarks))):
