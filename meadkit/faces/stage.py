@@ -36,7 +36,9 @@ class FacesConfig:
     search_clahe: bool = True  # equalise contrast locally (CLAHE) on the search image: low-contrast, greyscale faces
     fallback_every: int = 30  # while searching, the slow fallback detector (~1-4 s/call) runs at most every n frames
     fallback_max: int = 1  # ... and at most this many times per view (so clips without a face stay fast)
-    lost_score: float = 0.5  # tracking confidence below this -> frame has no face, detector runs again
+    lost_score: float = 0.5  # tracking confidence below this -> frame has no face, detector runs again ...
+    mesh_lost_score: float = 0.3  # ... or below this where the mesh also saw the face (a second witness: blurry
+    # greyscale faces keep their frames; on the benchmark no frame above 15% NME got through)
     redetect_score: float = 0.85  # confidence below this -> the detector checks the track every 3rd frame
     residual_max: float = 0.18  # gate: largest residual of a fit against the generic 3D face at its pose
     frontal_yaw: float = 20.0  # gate: the 68-point model is trusted up to this yaw (degrees, from the mesh) ...

@@ -208,7 +208,8 @@ class Tracker:
         """The observation as the track takes it: rejected when tracking is weak or the points leapt."""
         if ob.landmarks is None:
             return ob
-        reject = ("weak tracking" if ob.score < self.config.lost_score
+        lost = self.config.lost_score if ob.mesh is None else min(self.config.lost_score, self.config.mesh_lost_score)
+        reject = ("weak tracking" if ob.score < lost
                   else "jump" if previous is not None and jumped(ob.landmarks, previous, self.config.jump_max)
                   else None)
         if reject is not None:
