@@ -15,7 +15,6 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from meadkit.faces.align import roll_angle  # noqa: F401  (the angle `fit` takes; re-exported)
 from meadkit.faces.backends import MEDIAPIPE_INSTALL, Box, FaceBackendUnavailable
 
 #: How to install mediapipe without its opencv-contrib-python dependency, which clashes with opencv-python-headless.
