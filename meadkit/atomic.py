@@ -41,3 +41,19 @@ def remove_orphans(root: Path | str) -> int:
             p.unlink()
             n += 1
     return n
+
+
+def disk_error(e: OSError, path: Path | str) -> str:
+    """One line for an OSError met while writing `path`: for a full disk, the device's free space and the
+    path (so a user knows what to clear); for a read-only or unwritable place, which one; else the error."""
+    import errno
+    import shutil
+
+    path = Path(path)
+    where = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if e.errno == errno.ENOSPC:
+        free = shutil.disk_usage(where).free / 1e9
+        return f"no space left on device while writing {path}: {free:.2f} GB free on {where}"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {path}: {os.strerror(e.errno)}"
+    return f"cannot write {path}: {e.strerror or e}"

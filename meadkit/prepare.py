@@ -8,7 +8,6 @@ hash, so a killed run resumes and ends with the manifests an uninterrupted run w
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 import traceback
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from meadkit.atomic import atomic_path, remove_orphans
 from meadkit.config import Pipeline
 from meadkit.corpus.names import TakeKey
+from meadkit.lock import OutputLock
 from meadkit.manifest import write_rows, write_table
 from meadkit.splits import assign_splits
 
@@ -300,27 +300,6 @@ def write_manifests(out: Path | str, records: Iterable[dict], pipeline: Pipeline
         "clips": write_rows(clips.astype(object).where(clips.notna(), None).to_dict("records"), CLIPS_SCHEMA, mdir / "clips.parquet"),
         "status": write_rows(status_rows, STATUS_SCHEMA, mdir / "status.parquet"),
     }
-
-
-class OutputLock:
-    """An exclusive lock on OUT so two prepares never write the same folder (released if the process dies)."""
-
-    def __init__(self, out: Path | str):
-        self.path = Path(out) / ".meadkit.lock"
-
-    def __enter__(self) -> "OutputLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.close()
-            raise RuntimeError(f"another meadkit process is writing {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
 
 
 @dataclass

@@ -46,7 +46,7 @@ class FacesConfig:
     jump_max: float = 0.3  # gate: a fit whose face moved more than this many face heights in one frame is rejected
     max_yaw: float = 36.0  # gate: faces turned further (as the chosen fit reads them) are rejected: beyond this the
     # landmarkers measured 20-30% NME on rendered 60-degree head turns
-    mirror_max: float = 0.025  # gate: the mesh's points must agree with its fit on the mirrored region (face heights)
+    mirror_max: float = 0.035  # gate: the mesh's points must agree with its fit on the mirrored, enlarged region (face heights)
     keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
     crop_size: int = 256
     margin: float = 0.2  # fraction of the crop left around the template's landmarks on each side
