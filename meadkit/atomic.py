@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 #: Every temporary file meadkit writes carries this marker, so leftovers of a killed run can be found.
 TMP_MARK = ".meadkit-tmp"
@@ -46,7 +47,6 @@ def remove_orphans(root: Path | str) -> int:
 def disk_error(e: OSError, path: Path | str) -> str:
     """One line for an OSError met while writing `path`: for a full disk, the device's free space and the
     path (so a user knows what to clear); for a read-only or unwritable place, which one; else the error."""
-    import errno
     import shutil
 
     path = Path(path)
@@ -57,3 +57,33 @@ def disk_error(e: OSError, path: Path | str) -> str:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {path}: {os.strerror(e.errno)}"
     return f"cannot write {path}: {e.strerror or e}"
+
+
+class OutputDiskError(OSError):
+    """Writing OUT failed in a way no retry of one take can fix (full disk, read-only, no permission): stop the run."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+#: Errors that only a write can meet: the output's disk is full or read-only.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def output_error(e: BaseException, out: Path | str) -> Optional[OutputDiskError]:
+    """`e` as a one-line OutputDiskError if it is a full disk, a read-only file system, or no permission on a path
+    under OUT (see `meadkit.atomic.disk_error`); None for any other error (e.g. an unreadable RAW file)."""
+    if isinstance(e, OutputDiskError):
+        return e
+    if not isinstance(e, OSError):
+        return None
+    where = e.filename or out
+    if e.errno in WRITE_ERRNOS or (e.errno in (errno.EACCES, errno.EPERM) and is_within(where, out)):
+        return OutputDiskError(e.errno, disk_error(e, where))
+    return None
+
+
+def is_within(path: Path | str, root: Path | str) -> bool:
+    """True if `path` (resolved) is the folder `root` (resolved) or lies below it."""
+    p, r = os.path.realpath(path), os.path.realpath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)

@@ -1,7 +1,9 @@
 """The effective pipeline configuration: stage dataclasses, filled from a TOML file and `--set` overrides.
 
 Each stage owns its config dataclass (e.g. `meadkit.sync.SyncConfig`); a pipeline file has
-one table per stage whose keys are that dataclass's fields. The hash of the settings that
+one table per stage whose keys are that dataclass's fields. Values are checked on load against the field's
+annotation and its metadata (`{"min": .., "max": .., "choices": (..)}`) by `check_value`, the one validator of
+every meadkit config (the baseline's too). The hash of the settings that
 change a take's outputs decides which finished takes a rerun may keep.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ import hashlib
 import importlib
 import json
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -123,26 +127,67 @@ def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = 
     unknown = set(data) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage table(s) {sorted(unknown)}; known: {list(STAGES)}")
-    stages = {}
-    for name in STAGES:
-        cls = _config_class(name)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = data.get(name, {})
-        bad = set(values) - set(fields)
-        if bad:
-            raise ConfigError(f"[{name}] has unknown key(s) {sorted(bad)}; known: {sorted(fields)}")
-        try:
-            stages[name] = cls(**{k: _coerce(fields[k], v) for k, v in values.items()})
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"[{name}]: {e}") from None
-    return Pipeline(stages)
+    return Pipeline({name: build_table(_config_class(name), name, data.get(name, {})) for name in STAGES})
 
 
-def _coerce(field: dataclasses.Field, value: Any) -> Any:
-    """TOML arrays become tuples where the default is a tuple (dataclass defaults are immutable)."""
-    default = field.default if field.default is not dataclasses.MISSING else None
-    if isinstance(value, list) and isinstance(default, tuple):
-        return tuple(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+def build_table(cls: type, table: str, values: dict) -> Any:
+    """One config dataclass from a TOML table: unknown keys, wrong types and out-of-range values raise ConfigError
+    naming `table.key`. The one loader of every config (pipeline stages and baseline tables)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    bad = set(values) - set(fields)
+    if bad:
+        raise ConfigError(f"[{table}] has unknown key(s) {sorted(bad)}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    checked = {k: check_value(f"{table}.{k}", hints[k], fields[k].metadata, v) for k, v in values.items()}
+    try:
+        return cls(**checked)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{table}]: {e}") from None
+
+
+def check_fields(obj: Any, table: str) -> None:
+    """Check every field of a config instance against its annotation and metadata (for `__post_init__`, so a
+    config built in code, e.g. from a CLI option, is refused the same way as one loaded from TOML)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        check_value(f"{table}.{f.name}", hints[f.name], f.metadata, getattr(obj, f.name))
+
+
+def check_value(key: str, hint: Any, meta: Any, value: Any) -> Any:
+    """`value` converted to the annotated type (int -> float, list or 'a,b' -> tuple) and checked against the field
+    metadata `min`, `max` (inclusive) and `choices` (each item of a tuple); else ConfigError naming key, value, allowed."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    value = _as_type(key, hint, value)
+    for item in value if isinstance(value, tuple) else (value,):  # a tuple's limits apply to each item
+        if "choices" in meta and item not in meta["choices"]:
+            raise ConfigError(f"{key} = {item!r}: must be one of {', '.join(map(str, meta['choices']))}")
+        if "min" in meta and item < meta["min"]:
+            raise ConfigError(f"{key} = {item!r}: must be >= {meta['min']}")
+        if "max" in meta and item > meta["max"]:
+            raise ConfigError(f"{key} = {item!r}: must be <= {meta['max']}")
     return value
+
+
+def _as_type(key: str, hint: Any, value: Any) -> Any:
+    """`value` as `hint` (bool, int, float, str or tuple[X, ...]), without lossy conversions."""
+    if typing.get_origin(hint) is tuple:
+        items = tuple(value) if isinstance(value, (list, tuple)) else tuple(t.strip() for t in str(value).split(",") if t.strip())
+        return tuple(_as_type(key, typing.get_args(hint)[0], v) for v in items)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if not ok.get(hint, True):
+        raise ConfigError(f"{key} = {value!r}: must be {_TYPE_WORDS[hint]}")
+    return float(value) if hint is float else value
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

@@ -17,13 +17,12 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.features import mfcc_window
-from meadkit.shards import ShardError, check_shards, open_shard, read_index, read_meta
+from meadkit.shards import VERIFY_MODES, ShardError, check_shards, open_shard, read_index, read_meta
 
 log = logging.getLogger(__name__)
 
 #: Audio context of one sample: 30 MFCC rows (1 s), rows [i-15, i+15) of the clip, zero beyond its edges.
 MFCC_CONTEXT = 30
-_VERIFY = ("none", "size", "full")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -127,12 +126,12 @@ class ShardDataset(Dataset):
         seed: int = 0,
         verify: str = "size",
     ):
-        if verify not in _VERIFY:
-            raise ValueError(f"verify must be one of {_VERIFY}")
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}")
         self.dir = Path(shards_dir)
         self.meta = read_meta(self.dir)
         if verify != "none":
-            check_shards(self.dir, self.meta, full=verify == "full")
+            check_shards(self.dir, self.meta, full=verify == "full", cached=True)
         if size is not None and size != self.meta["size"]:
             raise ShardError(f"{self.dir} holds {self.meta['size']}px frames, not {size}px: shard again with --size {size}")
         self.size, self.seed = self.meta["size"], int(seed)
@@ -258,7 +257,19 @@ class ShardDataset(Dataset):
                 o[k][sel] = self._maps[sh][k][pos[sel]]
         for k, v in self._c_labels.items():
             o[k][:] = v[clip]
+        self._refuse_non_finite(o, shard, pos)
         return out
+
+    def _refuse_non_finite(self, o: dict[str, np.ndarray], shard: np.ndarray, pos: np.ndarray) -> None:
+        """Raise ShardError if a gathered MFCC window, or the landmarks of a valid frame, hold NaN or inf:
+        damage no checksum was asked to see (training on it would only report loss=nan)."""
+        bad = {"mfcc": ~np.isfinite(o["mfcc"]).all(axis=(1, 2)),
+               "landmarks": o["valid"] & ~np.isfinite(o["landmarks"]).all(axis=(1, 2))}
+        for k, rows in bad.items():
+            if rows.any():
+                j = int(np.flatnonzero(rows)[0])
+                raise ShardError(f"{self.dir / self._shard_names[shard[j]]}: {k}.npy holds NaN or inf near row {pos[j]} "
+                                 f"({int(rows.sum())} sample(s) of this batch); re-run `meadkit shard` (or check the prepared clip)")
 
     def __getitems__(self, indices) -> dict:
         """A whole batch as a dict of stacked tensors: what DataLoader calls (use `make_loader`, or a

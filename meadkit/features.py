@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from meadkit.atomic import atomic_path
+from meadkit.config import ConfigError, check_fields
 
 #: Implemented feature recipes (`FeaturesConfig.recipe`).
 RECIPES = ("mead",)
@@ -42,24 +43,22 @@ FEATURES_SCHEMA = pa.schema(
 class FeaturesConfig:
     """Settings of the features stage (the `[features]` table of a pipeline TOML)."""
 
-    recipe: str = "mead"
+    recipe: str = field(default="mead", metadata={"choices": RECIPES})
     #: The original code's quirk: each 28-vector normalised by its own mean and std.
     normalize_per_frame: bool = False
-    n_mfcc: int = 14
+    #: Fixed: shards, the Dataset and the a2l network hold 28 = 2 x 14 values per frame.
+    n_mfcc: int = field(default=14, metadata={"choices": (14,)})
     #: Analysis window length in seconds: n_fft = int(window_s * sr), as the paper's code.
-    window_s: float = 0.025
-    #: Frames per training window cut by `mfcc_window` ([i - context//2, i + context//2)).
-    context: int = 30
-    #: Width of librosa.feature.delta (its default, as the paper's code).
-    delta_width: int = 9
+    window_s: float = field(default=0.025, metadata={"min": 0.005, "max": 0.2})
+    #: Rows of one training window: fixed, the Dataset and `generate` cut 30 rows (`meadkit.data.MFCC_CONTEXT`).
+    context: int = field(default=30, metadata={"choices": (30,)})
+    #: Width of librosa.feature.delta (its default, as the paper's code); odd.
+    delta_width: int = field(default=9, metadata={"min": 3})
 
     def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown features recipe {self.recipe!r}; known: {list(RECIPES)}")
-        if self.n_mfcc < 1 or self.context < 1 or self.window_s <= 0:
-            raise ValueError("n_mfcc and context must be >= 1 and window_s > 0")
-        if self.delta_width < 3 or self.delta_width % 2 == 0:
-            raise ValueError(f"delta_width must be an odd integer >= 3, got {self.delta_width}")
+        check_fields(self, "features")
+        if self.delta_width % 2 == 0:
+            raise ConfigError(f"features.delta_width = {self.delta_width}: must be odd")
 
 
 @dataclass(frozen=True)

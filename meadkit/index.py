@@ -2,15 +2,21 @@
 
 Output is one row per file (and per expected-but-absent take/view) in `RECORDINGS_SCHEMA`,
 written to `OUT/manifests/recordings.parquet`; every row has a `status` and, unless it is
-'ok', a readable `error`. Later stages read recordings back with `source_of(row)`.
+'ok', a readable `error`, and `known` names the MEAD release defect it matches (if any).
+`index_into` also records RAW's fingerprint in `OUT/state/raw.json`, so a stale index is
+rebuilt (`stale_index`). Later stages read recordings back with `source_of(row)`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import statistics
 import struct
 from collections import Counter, defaultdict
 from concurrent.futures import BrokenExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
@@ -19,19 +25,26 @@ import pyarrow as pa
 from joblib import Parallel, delayed, effective_n_jobs
 from tqdm.auto import tqdm
 
-from meadkit.corpus.archive import Entry, discover
+from meadkit.config import check_fields
+from meadkit.atomic import atomic_path, is_within, output_error
+from meadkit.corpus.archive import Entry, discover, walk_tree
+from meadkit.corpus.known import known_defect
 from meadkit.corpus.names import (
-    ACTOR_RE, EMOTIONS, VIEWS, BadName, TakeKey, audio_relpath, gender, nominal_levels, nominal_takes, parse_path, video_relpath,
+    ACTOR_RE, EMOTIONS, MEAD_RATES, VIEWS, BadName, TakeKey, audio_relpath, gender, is_mead_rate, nominal_levels,
+    nominal_takes, parse_path, video_relpath,
 )
 from meadkit.corpus.sources import Source
 from meadkit.manifest import to_table, write_table
-from meadkit.media.probe import MediaError, probe
+from meadkit.media.probe import MediaError, probe, sample_data_end
 
 #: Where the stage writes its table, relative to the output folder.
 RECORDINGS_PATH = Path("manifests/recordings.parquet")
+#: Where OUT records which RAW its table was indexed from (resolved root and a hash of RAW's listing).
+RAW_STATE_PATH = Path("state/raw.json")
 
 #: Every status a row can have; 'ok' rows have a null `error`, all others say why.
-STATUSES = ("ok", "no_audio", "short_audio", "corrupt", "unrecognized", "unsafe", "compressed", "duplicate", "missing")
+STATUSES = ("ok", "no_audio", "short_audio", "odd_rate", "corrupt", "unrecognized", "unsafe", "compressed", "duplicate",
+            "missing")
 #: Statuses whose file later stages can use (a view without audio still gives frames; short audio still gives MFCC).
 USABLE_STATUSES = ("ok", "no_audio", "short_audio")
 #: Slot name of the reference audio where views are listed.
@@ -70,6 +83,7 @@ RECORDINGS_SCHEMA = pa.schema(
         pa.field("audio_start_s", pa.float64()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("known", pa.string()),
     ]
 )
 _KIND_BY_EXT = {".mp4": "video", ".m4a": "audio"}
@@ -82,7 +96,10 @@ class IndexConfig:
 
     #: A take's reference audio may be this much shorter than its views' median video duration before it is
     #: flagged `short_audio`. Real MEAD mismatches are ~0.04 s; the cameras of one take differ by a few tenths.
-    short_audio_tolerance_s: float = 0.5
+    short_audio_tolerance_s: float = field(default=0.5, metadata={"min": 0.0})
+
+    def __post_init__(self) -> None:
+        check_fields(self, "index")
 
 
 # ---------------------------------------------------------------- one file
@@ -130,7 +147,9 @@ def _set_key(row: dict, key: TakeKey, view: Optional[str], kind: str) -> dict:
 
 
 def _probe_status(src: Source, size: Optional[int], kind: str) -> dict:
-    """Probe fields plus the file's own status (ok / no_audio / corrupt)."""
+    """Probe fields plus the file's own status (ok / no_audio / odd_rate / corrupt)."""
+    if size == 0:
+        return {"status": "corrupt", "error": "empty file (0 bytes)"}
     out: dict = {}
     problems = []
     try:
@@ -148,11 +167,19 @@ def _probe_status(src: Source, size: Optional[int], kind: str) -> dict:
         return {**out, "status": "corrupt", "error": "no video stream in a view video"}
     if kind == "video" and out.get("n_frames") == 0:
         return {**out, "status": "corrupt", "error": "video stream holds no frames"}
+    if kind == "video" and _rate(out) and not is_mead_rate(_rate(out)):
+        return {**out, "status": "odd_rate", "error": (
+            f"frame rate {out.get('fps_num')}/{out.get('fps_den')} is far from MEAD's "
+            f"{' and '.join(map(str, MEAD_RATES))} (~30 fps): not a MEAD recording as released; not used")}
     if kind == "audio" and not out.get("has_audio"):
         return {**out, "status": "corrupt", "error": "no audio stream in the reference audio file"}
     if kind == "video" and not out.get("has_audio"):
         return {**out, "status": "no_audio", "error": "view video has no audio stream (cannot be synced by its own sound)"}
     return {**out, "status": "ok", "error": None}
+
+
+def _rate(probed: Mapping) -> Optional[Fraction]:
+    return Fraction(probed["fps_num"], probed["fps_den"]) if probed.get("fps_num") and probed.get("fps_den") else None
 
 
 #: Top-level ISO-BMFF box types; bytes after the last box that do not start one are taken as harmless padding.
@@ -161,36 +188,53 @@ _TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"m
 
 
 def bmff_truncation(src: Source, size: Optional[int]) -> Optional[str]:
-    """For an ISO-BMFF file (mp4/m4a), why its top-level boxes overrun the file (truncated), else None.
+    """For an ISO-BMFF file (mp4/m4a), why it is cut short, else None: a top-level box overruns the file,
+    or the sample tables of `moov` point past its end (a frame count the bytes cannot hold).
 
-    Reads only box headers, so it catches a truncated `mdat` even when the index (`moov`)
+    Reads only box headers and `moov`, so it catches a truncated `mdat` even when the index (`moov`)
     survived at the front of the file and the probe would look fine.
     """
     with src.open() as fh:
         f = getattr(fh, "raw", fh)  # unbuffered: a few 16-byte header reads, not a buffer refill per box
         if size is None:
             size = f.seek(0, 2)
-        pos, boxes = 0, 0
-        while pos + 8 <= size and boxes < 100_000:
-            f.seek(pos)
-            head = f.read(16)
-            box_size, box_type = struct.unpack(">I4s", head[:8])
-            if boxes == 0 and box_type != b"ftyp":
-                return None  # not ISO-BMFF; the probe judges it
-            if box_type not in _TOP_BOXES:
-                return None  # trailing padding or an unknown box: nothing is cut
-            if box_size == 1 and len(head) == 16:
-                box_size = struct.unpack(">Q", head[8:16])[0]
-            elif box_size == 0:
-                return None  # last box runs to the end of the file
-            name = box_type.decode("latin-1")
-            if box_size < 8:
-                return f"corrupt: invalid size {box_size} of box {name!r} at byte {pos}"
-            if pos + box_size > size:
-                return f"truncated: box {name!r} at byte {pos} needs {box_size} bytes but only {size - pos} remain"
-            pos += box_size
-            boxes += 1
-    return None
+        problem, moov = _box_overrun(f, size)
+    end = sample_data_end(moov) if moov else 0
+    if problem is None and end > size:
+        problem = (f"truncated: the sample tables place media data up to byte {end} but the file has only {size} bytes, "
+                   "so it cannot hold the frames its header claims")
+    return problem
+
+
+#: The largest `moov` read to check its sample tables (MEAD's are tens of kB).
+_MAX_MOOV = 64 << 20
+
+
+def _box_overrun(f, size: int) -> tuple[Optional[str], bytes]:
+    """(why a top-level box overruns the file or None, the `moov` payload or b'') of an ISO-BMFF stream."""
+    pos, boxes, moov = 0, 0, b""
+    while pos + 8 <= size and boxes < 100_000:
+        f.seek(pos)
+        head = f.read(16)
+        box_size, box_type = struct.unpack(">I4s", head[:8])
+        if (boxes == 0 and box_type != b"ftyp") or box_type not in _TOP_BOXES:
+            break  # not ISO-BMFF (the probe judges it), or trailing padding / an unknown box: nothing is cut
+        head_len = 8
+        if box_size == 1 and len(head) == 16:
+            box_size, head_len = struct.unpack(">Q", head[8:16])[0], 16
+        elif box_size == 0:
+            box_size = size - pos  # the last box runs to the end of the file
+        name = box_type.decode("latin-1")
+        if box_size < head_len:
+            return f"corrupt: invalid size {box_size} of box {name!r} at byte {pos}", moov
+        if pos + box_size > size:
+            return f"truncated: box {name!r} at byte {pos} needs {box_size} bytes but only {size - pos} remain", moov
+        if box_type == b"moov" and box_size <= _MAX_MOOV:
+            f.seek(pos + head_len)
+            moov = f.read(box_size - head_len)
+        pos += box_size
+        boxes += 1
+    return None, moov
 
 
 # ---------------------------------------------------------------- the whole corpus
@@ -259,6 +303,8 @@ def index_corpus(
     config = config or IndexConfig()
     rows = _probe_all(discover(raw, exclude), n_jobs, progress)
     rows = cross_check(rows, config)
+    for r in rows:
+        r["known"] = known_defect(r.get("relpath"))
     rows.sort(key=_row_order)
     return to_table(rows, RECORDINGS_SCHEMA)
 
@@ -266,6 +312,67 @@ def index_corpus(
 def write_recordings(table: pa.Table, out: Path | str) -> Path:
     """Write the index table to `OUT/manifests/recordings.parquet` (atomically)."""
     return write_table(table, Path(out) / RECORDINGS_PATH)
+
+
+def index_into(raw: Path | str, out: Path | str, config: Optional[IndexConfig] = None, n_jobs: int = 1,
+               progress: bool = True) -> pa.Table:
+    """Index `raw` (OUT excluded) into OUT: recordings.parquet, then OUT/state/raw.json with RAW's fingerprint.
+
+    The fingerprint is taken before probing, so a RAW that changes during the run is reindexed next time.
+    Disk errors writing OUT become `OutputDiskError` (one line).
+    """
+    fingerprint = raw_fingerprint(raw, [out])
+    table = index_corpus(raw, config, n_jobs=n_jobs, progress=progress, exclude=[out])
+    try:
+        write_recordings(table, out)
+        with atomic_path(Path(out) / RAW_STATE_PATH) as tmp:
+            tmp.write_text(json.dumps(fingerprint, indent=1))
+    except OSError as e:
+        raise output_error(e, out) or e
+    return table
+
+
+def raw_fingerprint(raw: Path | str, exclude: Iterable[Path | str] = ()) -> dict:
+    """{'root': RAW resolved, 'files': count, 'listing': sha256 of the relpath, size and mtime of every file the
+    index lists}: cheap (no content is read, links out of RAW are not followed) and changes when RAW does."""
+    raw = Path(raw).absolute()
+    listing = [(raw, raw.name, None)] if raw.is_file() else walk_tree(raw, exclude)
+    h, n = hashlib.sha256(), 0
+    for path, rel, outside in listing:
+        try:
+            st = None if outside else path.stat()
+        except OSError:
+            st = None
+        h.update(f"{rel}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode("utf-8", "surrogateescape"))
+        n += 1
+    return {"root": os.path.realpath(raw), "files": n, "listing": h.hexdigest()}
+
+
+def stale_index(raw: Path | str, out: Path | str) -> Optional[str]:
+    """Why OUT's recordings.parquet does not describe `raw` as it is now (so it must be rebuilt), or None."""
+    out = Path(out)
+    if not (out / RECORDINGS_PATH).exists():
+        return "no index yet"
+    try:
+        old = json.loads((out / RAW_STATE_PATH).read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"{out} does not record which RAW it was indexed from"
+    new = raw_fingerprint(raw, [out])
+    if old.get("root") != new["root"]:
+        return f"{out} was indexed from {old.get('root')}, not {new['root']}"
+    if old.get("listing") != new["listing"]:
+        return f"the files under {new['root']} changed since it was indexed ({old.get('files')} files then, {new['files']} now)"
+    return None
+
+
+def check_out_of_raw(raw: Path | str, out: Path | str) -> Optional[str]:
+    """Refuse (ValueError) an OUT that is RAW itself; for an OUT inside RAW, the note that it is skipped."""
+    r, o = os.path.realpath(raw), os.path.realpath(out)
+    if r == o:
+        raise ValueError(f"the output folder is the raw folder ({r}): give -o a folder outside RAW")
+    return f"note: the output folder {o} lies inside RAW; it is skipped while indexing" if is_within(o, r) else None
+
+
 
 
 def _row_order(r: Mapping) -> tuple:
@@ -296,7 +403,7 @@ def cross_check(rows: list[dict], config: IndexConfig) -> list[dict]:
 
 def _preference(r: Mapping, position: int) -> tuple:
     """Which copy of a take/view to keep: usable first, then a plain file before a tar member, then first found."""
-    rank = 0 if r["status"] in USABLE_STATUSES else 1 if r["status"] in ("corrupt", "compressed") else 2
+    rank = 0 if r["status"] in USABLE_STATUSES else 1 if r["status"] in ("corrupt", "compressed", "odd_rate") else 2
     return (rank, r.get("member") is not None, position)
 
 

@@ -4,11 +4,17 @@ The unit of work is a take. A worker syncs its views, computes the MFCC once for
 window, runs the faces stage on each view (one decode pass per view), writes every output
 under a temporary name, and commits a small JSON record last
 (`OUT/state/takes/<take_id>.json`). A rerun keeps takes whose record carries the same config
-hash, so a killed run resumes and ends with the manifests an uninterrupted run would write.
+hash and the same inputs (their recordings rows and file mtimes), so a killed run resumes and ends
+with the manifests an uninterrupted run would write. OUT's index is rebuilt when RAW is another
+folder or its listing changed (see `meadkit.index.stale_index`). A full or read-only disk stops
+the run with one line (`OutputDiskError`) and records nothing for the take it hit.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 import time
 import traceback
 from collections import Counter
@@ -20,11 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meadkit.atomic import atomic_path, remove_orphans
+from meadkit.atomic import OutputDiskError, atomic_path, disk_error, output_error, remove_orphans
 from meadkit.config import Pipeline
 from meadkit.corpus.names import TakeKey
 from meadkit.lock import OutputLock
-from meadkit.manifest import write_rows, write_table
+from meadkit.manifest import write_rows
 from meadkit.splits import assign_splits
 
 #: Recording statuses whose file can be used (the reference audio may be short: features pad it).
@@ -66,6 +72,7 @@ class TakeTask:
     views: list[dict]
     out: str
     stages: tuple[str, ...] = STAGE_ORDER
+    inputs: str = ""  # `take_inputs` of the rows: a finished take is redone when its inputs change
 
 
 @dataclass
@@ -93,7 +100,8 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
 
     key, out = task.key, Path(task.out)
     times = Counter()
-    record = {"take_id": key.id, "config_hash": config_hash, "stages": list(task.stages), "sync": [], "clips": []}
+    record = {"take_id": key.id, "config_hash": config_hash, "inputs": task.inputs, "stages": list(task.stages), "sync": [],
+              "clips": []}
     started = time.perf_counter()
     try:
         if task.reference is None or task.reference["status"] not in USABLE_AUDIO:
@@ -111,15 +119,17 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
                 t0_s=row["t0_s"], start_frame=row["start_frame"], n_frames=row["n_frames"],
                 status=row["status"], error=row["error"],
             )
+        if not take_sync.n_frames:
+            raise TakeError(f"no common window: {take_sync.error}")
         cdir = clip_dir(out, key)
-        if "features" in task.stages and take_sync.n_frames > 0:
+        if "features" in task.stages:
             feat, times["features"] = _timed(_features, audio, take_sync, pipeline, cdir)
             for c in clips.values():
                 c.update(feat)
         if "faces" in task.stages:
             for view, row in usable.items():
                 vs = take_sync.views.get(view)
-                if vs is None or vs.status not in SYNC_OK:
+                if vs is None or vs.start_frame is None:  # not cut to the window: the clip keeps its sync status and why
                     continue
                 face, t = _timed(_faces, source_of(row), vs, pipeline, cdir, view, out)
                 times["faces"] += t
@@ -131,7 +141,10 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
         record.update(status="ok" if n_ok == len(clips) else ("partial" if n_ok else "failed"),
                       error=None if n_ok else "no view finished: " + "; ".join(sorted({str(c["error"]) for c in clips.values()})))
         record["n_frames"] = int(take_sync.n_frames)
-    except Exception as e:  # one bad take must never stop the run
+    except Exception as e:  # one bad take must never stop the run, unless OUT cannot be written
+        disk = output_error(e, out)
+        if disk:
+            raise disk from None
         record.update(status="failed", error=_describe(e), n_frames=0)
         record["clips"] = [_clip_base(r) if r["status"] not in USABLE_VIDEO else dict(_clip_base(r), status="failed", error=_describe(e))
                            for r in task.views]
@@ -142,11 +155,6 @@ def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> dict:
 
 class TakeError(RuntimeError):
     """A take that cannot be processed as a whole (reason in the message)."""
-
-
-#: Sync statuses whose view is still processed; the clip keeps a non-ok one as its status, so
-#: `select --status ok` (the default) leaves out views whose sync is only approximate.
-SYNC_OK = ("ok", "approximate", "low_confidence")
 
 
 def _timed(fn, *args):
@@ -232,9 +240,29 @@ def _jsonable(rows: list[dict]) -> list[dict]:
 
 
 def commit_record(out: Path | str, record: dict) -> None:
-    """Write a take's record atomically: the take counts as finished only once this exists."""
-    with atomic_path(record_path(out, record["take_id"])) as tmp:
-        tmp.write_text(json.dumps(record, default=str))
+    """Write a take's record atomically: the take counts as finished only once this exists (any OSError: OUT's)."""
+    path = record_path(out, record["take_id"])
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, default=str))
+    except OSError as e:
+        raise OutputDiskError(e.errno, disk_error(e, path)) from None
+
+
+def take_inputs(rows: Iterable[dict]) -> str:
+    """Hash of a take's recordings rows and the mtimes of their files: what decides whether its record still holds."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps({k: v for k, v in r.items() if k != "known"}, sort_keys=True, default=str).encode())
+        h.update(str(_mtime(r.get("source_path"))).encode())
+    return h.hexdigest()[:16]
+
+
+def _mtime(path: Optional[str]) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
 
 
 def load_records(out: Path | str) -> dict[str, dict]:
@@ -271,7 +299,7 @@ def make_tasks(recordings: pa.Table, out: Path | str, stages: tuple[str, ...] = 
         views = sorted((r for r in group if r["kind"] == "video" and r["view"] and (not views_wanted or r["view"] in views_wanted)),
                        key=lambda r: r["view"])
         if views:
-            tasks.append(TakeTask(TakeKey.from_id(take_id), ref, views, str(out), stages))
+            tasks.append(TakeTask(TakeKey.from_id(take_id), ref, views, str(out), stages, take_inputs([ref] + views)))
     return tasks
 
 
@@ -350,52 +378,110 @@ def run_prepare(
     shards: bool = True,
     **filters,
 ) -> PrepareSummary:
-    """The whole job on one machine or a Dask cluster; see the module docstring."""
-    from meadkit.index import index_corpus
+    """The whole job on one machine or a Dask cluster; see the module docstring. `stages=()` stops after the index.
+
+    Raises ValueError for OUT == RAW, OutputBusy if another run holds OUT, OutputDiskError when OUT cannot be written.
+    """
+    from meadkit.index import check_out_of_raw
+
+    out = Path(out)
+    started = time.perf_counter()
+    note = check_out_of_raw(raw, out)
+    if note:
+        _say(note)
+    with OutputLock(out):
+        try:
+            summary = _prepare_locked(raw, out, pipeline, n_jobs, backend, scheduler, stages, reindex, progress, shards, filters)
+        except OSError as e:
+            err = output_error(e, out)
+            if err is None:
+                raise
+            raise err from None
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _prepare_locked(raw, out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, stages: tuple[str, ...],
+                    reindex: bool, progress: bool, shards: bool, filters: dict) -> PrepareSummary:
+    """`run_prepare` once OUT's lock is held."""
+    from meadkit.index import RECORDINGS_PATH
     from meadkit.progress import Progress
     from meadkit.runner import run_tasks
 
-    out = Path(out)
     summary = PrepareSummary()
-    started = time.perf_counter()
-    with OutputLock(out):
-        remove_orphans(out)
-        if "faces" in stages:
-            _check_face_backend(pipeline)
-        config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
-        (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
-        rec_path = out / "manifests" / "recordings.parquet"
-        if reindex or not rec_path.exists():
-            write_table(index_corpus(raw, pipeline.index, n_jobs=n_jobs, progress=progress, exclude=[out]), rec_path)
-        recordings = pq.read_table(rec_path)
-        summary.recording_status = Counter(recordings.column("status").to_pylist())
-        tasks = make_tasks(recordings, out, stages, **filters)
-        done = load_records(out)
-        todo = [t for t in tasks if done.get(t.key.id, {}).get("config_hash") != config_hash]
-        summary.takes_total, summary.takes_run = len(tasks), len(todo)
-        summary.takes_skipped = len(tasks) - len(todo)
+    remove_orphans(out)
+    if "faces" in stages:
+        _check_face_backend(pipeline)
+    config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
+    (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
+    recordings = _current_index(raw, out, pipeline, n_jobs, progress, reindex)
+    summary.recording_status = Counter(selected_recordings(recordings, filters)["status"])
+    summary.manifests = {"recordings": out / RECORDINGS_PATH}
+    if not stages:
+        return summary
+    tasks = make_tasks(recordings, out, stages, **filters)
+    done = load_records(out)
+    todo = [t for t in tasks if not _still_valid(done.get(t.key.id), config_hash, t.inputs)]
+    summary.takes_total, summary.takes_run = len(tasks), len(todo)
+    summary.takes_skipped = len(tasks) - len(todo)
 
-        def crashed(task: TakeTask, exc: BaseException) -> dict:
-            record = {"take_id": task.key.id, "config_hash": config_hash, "status": "failed", "error": f"worker crashed: {_describe(exc)}",
-                      "n_frames": 0, "sync": [], "times": {}, "stages": list(stages),
-                      "clips": [dict(_clip_base(r), status="failed", error="worker crashed") for r in task.views]}
-            commit_record(out, record)
-            return record
+    def crashed(task: TakeTask, exc: BaseException) -> dict:
+        disk = output_error(exc, out)
+        if disk:  # a full or read-only disk: stop, and record nothing for this take
+            raise disk from None
+        record = {"take_id": task.key.id, "config_hash": config_hash, "inputs": task.inputs, "status": "failed",
+                  "error": f"worker crashed: {_describe(exc)}", "n_frames": 0, "sync": [], "times": {}, "stages": list(stages),
+                  "clips": [dict(_clip_base(r), status="failed", error="worker crashed") for r in task.views]}
+        commit_record(out, record)
+        return record
 
-        with Progress(len(todo), "takes", enabled=progress) as bar:
-            for record in run_tasks(TakeJob(pipeline, config_hash), todo, n_jobs, backend, scheduler, on_crash=crashed):
-                done[record["take_id"]] = record
-                summary.frames += record.get("n_frames", 0) * sum(c["status"] == "ok" for c in record["clips"])
-                bar.update(ok=record["status"] == "ok")
-        wanted = {t.key.id for t in tasks}
-        records = [r for k, r in done.items() if k in wanted]
-        summary.manifests = {"recordings": rec_path} | write_manifests(out, records, pipeline)
-        summary.take_status = Counter(r["status"] for r in records)
-        summary.clip_status = Counter(c["status"] for r in records for c in r["clips"])
-        if shards and "faces" in stages and "features" in stages:
-            summary.manifests["shards"] = _shards(out, pipeline, n_jobs, backend, scheduler, progress)
-    summary.seconds = time.perf_counter() - started
+    with Progress(len(todo), "takes", enabled=progress) as bar:
+        for record in run_tasks(TakeJob(pipeline, config_hash), todo, n_jobs, backend, scheduler, on_crash=crashed):
+            done[record["take_id"]] = record
+            summary.frames += record.get("n_frames", 0) * sum(c["status"] == "ok" for c in record["clips"])
+            bar.update(ok=record["status"] == "ok")
+    wanted = {t.key.id for t in tasks}
+    records = [r for k, r in done.items() if k in wanted]
+    summary.manifests |= write_manifests(out, records, pipeline)
+    summary.take_status = Counter(r["status"] for r in records)
+    summary.clip_status = Counter(c["status"] for r in records for c in r["clips"])
+    if shards and "faces" in stages and "features" in stages:
+        summary.manifests["shards"] = _shards(out, pipeline, n_jobs, backend, scheduler, progress)
     return summary
+
+
+def _still_valid(record: Optional[dict], config_hash: str, inputs: str) -> bool:
+    """A committed take record holds if it was made with the same settings from the same rows and files."""
+    return bool(record) and record.get("config_hash") == config_hash and record.get("inputs") == inputs
+
+
+def _current_index(raw, out: Path, pipeline: Pipeline, n_jobs: int, progress: bool, reindex: bool) -> pa.Table:
+    """OUT's recordings table, rebuilt first if asked, absent, or not of RAW as it is now (which is said in one line)."""
+    from meadkit.index import RECORDINGS_PATH, index_into, stale_index
+
+    why = stale_index(raw, out)
+    if why and (out / RECORDINGS_PATH).exists():
+        _say(f"reindexing {raw}: {why}")
+    if reindex or why:
+        index_into(raw, out, pipeline.index, n_jobs=n_jobs, progress=progress)
+    return pq.read_table(out / RECORDINGS_PATH)
+
+
+def selected_recordings(recordings: pa.Table, filters: dict) -> pd.DataFrame:
+    """The recordings rows a filtered run is about: each given filter matches, or the row has no value in that
+    column (a whole archive, the reference audio for --view), so `--actor X --strict` ignores other actors' files."""
+    from meadkit.select import filter_values
+
+    df = recordings.to_pandas()
+    mask = pd.Series(True, index=df.index)
+    for column, values in filters.items():
+        if values is not None:
+            mask &= df[column].isin(filter_values(column, values)) | df[column].isna()
+    return df[mask]
+
+
+def _say(line: str) -> None:
+    print(f"meadkit: {line}", file=sys.stderr)
 
 
 def _check_face_backend(pipeline: Pipeline) -> None:
@@ -409,11 +495,12 @@ def _check_face_backend(pipeline: Pipeline) -> None:
 
 
 def _shards(out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, progress: bool) -> str:
-    """Default shards of every ok clip in OUT/shards; a corpus with no usable clip gets a note, not a crash."""
-    from meadkit.shards import ShardError, build_shards
+    """Default shards of every ok clip in OUT/shards; a corpus with no usable clip gets a note, not a crash (a full
+    disk or another shard run raises: the manifests are written, and the old shard set is intact)."""
+    from meadkit.shards import NoClipsError, build_shards
 
     try:
         meta = build_shards(out, out / "shards", pipeline.shards, n_jobs=n_jobs, backend=backend, scheduler=scheduler, progress=progress)
-    except ShardError as e:
+    except NoClipsError as e:
         return f"not written: {e}"
     return f"{out / 'shards'} ({meta['n_clips']} clips, {meta['n_frames']} frames, {len(meta['shards'])} shard(s))"

@@ -772,8 +772,15 @@ def render_report(out_dir: Path | str, run_dir: Optional[Path | str] = None) -> 
     )
 
 
+class ReportError(ValueError):
+    """A folder the report cannot be about (nothing of `meadkit prepare` in it)."""
+
+
 def build_report(out_dir: Path | str, html_path: Path | str, run_dir: Optional[Path | str] = None) -> Path:
-    """Write the self-contained HTML report of a prepared OUT folder to `html_path` (atomically)."""
+    """Write the self-contained HTML report of a prepared OUT folder to `html_path` (atomically); a folder
+    without any manifest raises ReportError (an empty report would only hide a wrong path)."""
+    if not any((Path(out_dir) / "manifests" / f"{name}.parquet").exists() for name in MANIFESTS):
+        raise ReportError(f"{out_dir} is not a prepared folder: no manifests/{{{','.join(MANIFESTS)}}}.parquet (run `meadkit prepare` first)")
     text = render_report(out_dir, run_dir)
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")

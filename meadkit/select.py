@@ -1,11 +1,13 @@
 """Structured selection of manifest rows (column in values), never `eval`/`query` on user text."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
+from meadkit.corpus.names import ACTOR_RE, EMOTIONS, LEVELS, VIEWS
 from meadkit.manifest import read_table
 
 #: Columns a user may filter on, and the type their values are coerced to.
@@ -21,8 +23,19 @@ FILTER_COLUMNS = {
 }
 
 
+#: The values a filter column can take (actor ids are free-form, so a pattern); absent = any value of its type.
+FILTER_VALUES = {
+    "actor": ACTOR_RE,
+    "gender": ("M", "W"),
+    "emotion": EMOTIONS,
+    "level": LEVELS,
+    "view": VIEWS,
+    "split": ("train", "val", "test"),
+}
+
+
 class SelectError(ValueError):
-    """A filter on an unknown column or with values of the wrong type."""
+    """A filter on an unknown column, or with values of the wrong type or outside what the column can take."""
 
 
 def load_clips(path: Path | str) -> pd.DataFrame:
@@ -41,17 +54,33 @@ def select(df: pd.DataFrame, **filters: Optional[Iterable]) -> pd.DataFrame:
     for column, values in filters.items():
         if values is None:
             continue
-        if column not in FILTER_COLUMNS:
-            raise SelectError(f"cannot filter on {column!r}; filterable: {', '.join(FILTER_COLUMNS)}")
+        wanted = filter_values(column, values)
         if column not in df.columns:
             raise SelectError(f"the manifest has no {column!r} column")
-        values = [values] if isinstance(values, (str, int)) else list(values)
-        try:
-            wanted = {FILTER_COLUMNS[column](v) for v in values}
-        except ValueError:
-            raise SelectError(f"{column} values must be {FILTER_COLUMNS[column].__name__}: {values}") from None
         mask &= df[column].isin(wanted)
     return df[mask]
+
+
+def filter_values(column: str, values: Iterable | str | int) -> set:
+    """The typed values of one filter; an unknown column or a value it cannot take raises SelectError
+    listing what is allowed (so a typo is an error, not an empty selection)."""
+    if column not in FILTER_COLUMNS:
+        raise SelectError(f"cannot filter on {column!r}; filterable: {', '.join(FILTER_COLUMNS)}")
+    values = [values] if isinstance(values, (str, int)) else list(values)
+    try:
+        wanted = {FILTER_COLUMNS[column](v) for v in values}
+    except ValueError:
+        raise SelectError(f"{column} values must be {FILTER_COLUMNS[column].__name__}: {values}") from None
+    allowed = FILTER_VALUES.get(column)
+    if isinstance(allowed, re.Pattern):
+        bad = sorted(v for v in wanted if not allowed.match(v))
+        what = "M or W and 3 digits, e.g. M003,W009"
+    else:
+        bad = sorted(v for v in wanted if allowed is not None and v not in allowed)
+        what = ", ".join(map(str, allowed or ()))
+    if bad:
+        raise SelectError(f"unknown {column} {', '.join(map(str, bad))}; allowed: {what}")
+    return wanted
 
 
 def split_csv(text: Optional[str]) -> Optional[list[str]]:

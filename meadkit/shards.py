@@ -4,17 +4,19 @@ Layout of a shard set SHARDS/:
   shard-00000/{frames,landmarks,mfcc,valid,padded}.npy + shard.json   (one folder per shard)
   index.parquet   one row per selected clip: labels, split, shard, offset, length, status, error
   meta.json       format version, config, vocabularies, per-file byte sizes and sha256 (written last)
+  verified.json   [bytes, mtime_ns, sha256] per file of the last passed checksum check (written by readers)
 Arrays are plain `.npy` (no pickle), opened with `np.load(mmap_mode="r")`. See manifests/shards.md.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,9 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meadkit.atomic import TMP_MARK, atomic_path, tmp_name
+from meadkit.atomic import TMP_MARK, atomic_path, disk_error, tmp_name
+from meadkit.config import check_fields
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.corpus.sources import Source
+from meadkit.lock import OutputLock
 from meadkit.manifest import read_table, write_table
 from meadkit.media.probe import MediaError
 from meadkit.media.video import iter_frames
@@ -40,6 +44,14 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "meadkit-shards"
 _VERSION_KEY = b"meadkit.shards.format_version"
 _SHARD_RE = re.compile(r"^shard-(\d{5})$")
+#: SHARDS/verified.json: per file [bytes, mtime_ns, sha256] of the last passed checksum check (see check_shards).
+VERIFIED_FILE = "verified.json"
+#: What readers check at open: every sha256 (cached by size and mtime), byte sizes only, or nothing.
+VERIFY_MODES = ("full", "size", "none")
+#: Top-level meta.json keys readers rely on.
+_META_KEYS = ("config", "size", "layout", "vocab", "n_clips", "n_failed", "n_frames", "index", "shards")
+#: Columns of a clip row that name files under OUT.
+_PATH_COLUMNS = ("crop_video", "faces_npz", "mfcc_npz")
 
 #: Columns of SHARDS/index.parquet (one row per selected clip). Labels are integer indices into meta.json's
 #: vocabularies; `emotion_label` follows the paper's order (`PAPER_EMOTIONS`); `level` is MEAD's 1..3.
@@ -70,12 +82,19 @@ class ShardError(RuntimeError):
     """A shard set that cannot be trusted (missing, truncated, altered, other version); the message says what to do."""
 
 
+class NoClipsError(ShardError):
+    """Nothing to shard: no clip passed the filters (prepare notes it; a full disk or damage is a real ShardError)."""
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     """How clips are packed: frame side `size` (square, RGB, CHW) and the byte bound of one shard."""
 
-    size: int = 128
-    shard_bytes: int = 1_000_000_000
+    size: int = field(default=128, metadata={"min": 8, "max": 4096})
+    shard_bytes: int = field(default=1_000_000_000, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_fields(self, "shards")
 
 
 def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -163,7 +182,7 @@ def plan_shards(clips: pd.DataFrame, out_dir: Path | str, config: ShardConfig) -
             "size": config.size,
             "clips": [
                 [c["take_id"], c["view"], int(c["n_frames"]), int(c["crop_size"])]
-                + [[c[k], _stat(out_dir / c[k])] for k in ("crop_video", "faces_npz", "mfcc_npz")]
+                + [[c[k], _stat(out_dir / c[k])] for k in _PATH_COLUMNS]
                 for c in p.clips
             ],
         }
@@ -190,6 +209,8 @@ def _load_clip_arrays(out_dir: Path, clip: dict, size: int) -> dict[str, np.ndar
     for name, a, shape in (("landmarks_crop", lm, (t, 68, 2)), ("valid", valid, (t,)), ("mfcc", mfcc, (t, 28)), ("padded", padded, (t,))):
         if a.shape != shape:
             raise _ClipError(f"{name} has shape {a.shape}, manifest n_frames={t} wants {shape}")
+    if not np.isfinite(mfcc).all() or not np.isfinite(lm[valid.astype(bool)]).all():
+        raise _ClipError("mfcc, or landmarks_crop of a valid frame, holds NaN or inf")
     # Pixel centres sit at integer coordinates: x' = (x + 0.5) * s - 0.5 matches cv2.resize's sampling grid.
     s = size / float(clip["crop_size"])
     lm_scaled = ((lm.astype(np.float64) + 0.5) * s - 0.5).astype(np.float32)
@@ -253,6 +274,21 @@ def _kept(shards_dir: Path, plan: ShardPlan) -> Optional[dict]:
     return rec
 
 
+def _allocated_memmap(path: Path, dtype: str, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory map whose blocks are reserved on disk first, so that a full disk is an OSError
+    (ENOSPC) here instead of a SIGBUS when the mapping is written."""
+    a = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot reserve: write sparse
+            raise
+    finally:
+        os.close(fd)
+    return a
+
+
 def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, config: ShardConfig) -> dict:
     """Write one shard folder atomically (temp folder, then rename) and return its record (clips, files).
 
@@ -270,8 +306,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
     try:
         alloc = max(plan.n_frames, 1)  # a memmap cannot be empty
         arrays = {
-            k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dt, shape=(alloc, *shape))
-            for k, (shape, dt) in specs.items()
+            k: _allocated_memmap(tmp / f"{k}.npy", dt, (alloc, *shape)) for k, (shape, dt) in specs.items()
         }
         clips, cursor = [], 0
         for c in plan.clips:
@@ -333,49 +368,114 @@ class _ShardJob:
 
 
 def _crashed(plan: ShardPlan, exc: BaseException) -> dict:
-    """The record of a shard whose worker died: every clip of it fails with the reason."""
+    """The record of a shard whose worker died: every clip of it fails with the reason. A full disk is not
+    a clip's fault: it stops the build (re-raised), so the live set is never swapped for a set of holes."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        raise exc
     why = f"shard worker crashed: {type(exc).__name__}: {exc}"
     clips = [{"take_id": c["take_id"], "view": c["view"], "offset": -1, "length": int(c["n_frames"]), "n_valid": 0,
               "status": "error", "error": why} for c in plan.clips]
     return {"format_version": FORMAT_VERSION, "key": "", "name": plan.name, "n_frames": 0, "clips": clips, "files": {}}
 
 
-def build_shards(
-    out_dir: Path | str,
-    shards_dir: Path | str,
-    config: ShardConfig = ShardConfig(),
-    clips: Optional[pd.DataFrame] = None,
-    n_jobs: int = 1,
-    backend: str = "local",
-    scheduler=None,
-    progress: bool = False,
-) -> dict:
-    """Write the shard set of `clips` (default: every clip with status ok in OUT/manifests/clips.parquet).
+def check_clip_paths(out_dir: Path | str, clips: pd.DataFrame) -> None:
+    """Refuse clip rows whose file paths are absolute or resolve (through `..` or symlinks) outside OUT,
+    so a hand-made selection never makes `shard` read files that are not OUT's."""
+    root = Path(out_dir).resolve()
+    bad = [(r, k) for r in clips.to_dict("records") for k in _PATH_COLUMNS
+           if Path(r[k]).is_absolute() or not (root / r[k]).resolve().is_relative_to(root)]
+    if bad:
+        (r, k), n = bad[0], len({(r["take_id"], r["view"]) for r, _ in bad})
+        raise ShardError(f"{n} selected clip(s) name files outside {out_dir}, first {r['take_id']}/{r['view']}: "
+                         f"{k}={r[k]!r} (paths must be relative to OUT and stay inside it)")
 
-    Shards are written in parallel (`meadkit.runner`: local processes or Dask, one thread each),
-    finished shards of an earlier run with the same inputs and config are kept, and meta.json is
-    written last. Returns meta.
-    """
-    from meadkit.progress import Progress
 
-    out_dir, shards_dir = Path(out_dir), Path(shards_dir)
-    if clips is None:
-        clips = select(read_table(out_dir / "manifests" / "clips.parquet"), status=["ok"])
-    if clips.empty:
-        raise ShardError("no clips selected: nothing to shard (check the filters / --select file)")
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    plans = plan_shards(clips, out_dir, config)
-    _clean(shards_dir, {p.name for p in plans})
-    meta_path = shards_dir / "meta.json"
-    if meta_path.exists():
-        meta_path.unlink()  # the set is being rewritten: readers must not trust it until the new meta lands
-    by_name = {}
-    with Progress(len(plans), "shards", enabled=progress) as bar:
-        for rec in run_tasks(_ShardJob(out_dir, shards_dir, config), plans, n_jobs, backend, scheduler, on_crash=_crashed):
-            by_name[rec["name"]] = rec
-            bar.update(ok=all(c["status"] == "ok" for c in rec["clips"]))
-    recs = [by_name[p.name] for p in plans]
+def check_selection(selected: pd.DataFrame, manifest: pd.DataFrame, source: Path | str) -> None:
+    """Refuse rows of a --select file that are not rows of this OUT's clip manifest (same take, view,
+    frame count, files and config hash), so a subset of another OUT is never mixed in."""
+    cols = [c for c in ("take_id", "view", "n_frames", "crop_size", *_PATH_COLUMNS, "config_hash") if c in manifest.columns]
+    missing = [c for c in cols if c not in selected.columns]
+    if missing:
+        raise ShardError(f"{source} lacks column(s) {', '.join(missing)} of the clip manifest: write it with `meadkit select`")
+    known = set(manifest[cols].astype(str).itertuples(index=False, name=None))
+    rows = selected[cols].astype(str).itertuples(index=False, name=None)
+    bad = [r for r in rows if r not in known]
+    if bad:
+        raise ShardError(f"{len(bad)} row(s) of {source} are not clips of this OUT's manifest (another OUT, or an older "
+                         f"prepare), first {bad[0][0]}/{bad[0][1]}: select again from this OUT")
 
+
+def _staging(shards_dir: Path) -> Path:
+    """The sibling folder a new shard set is built in (fixed name, so a killed build resumes there)."""
+    return shards_dir.with_name(f"{shards_dir.name}{TMP_MARK}-next")
+
+
+def _check_owned(shards_dir: Path) -> None:
+    """Refuse to rebuild into a folder holding anything a shard set does not (a rebuild replaces the folder)."""
+    ours = {"index.parquet", "meta.json", VERIFIED_FILE, OutputLock(shards_dir).path.name}
+    for p in sorted(shards_dir.iterdir()) if shards_dir.is_dir() else []:
+        if not (p.name in ours or TMP_MARK in p.name or (p.is_dir() and _SHARD_RE.match(p.name))):
+            raise ShardError(f"{shards_dir} holds {p.name!r}, which is not part of a shard set: give -o an empty "
+                             "folder or an existing shard set (a rebuild replaces the whole folder)")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a file (shard files are never rewritten in place), copying where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _reuse(shards_dir: Path, stage: Path, plans: list[ShardPlan]) -> list[ShardPlan]:
+    """Bring finished shards of the live set that match their plan into `stage` (links, no bytes copied);
+    return the plans still to write."""
+    todo = []
+    for p in plans:
+        if _kept(stage, p) is not None:
+            continue
+        if _kept(shards_dir, p) is None:
+            todo.append(p)
+            continue
+        tmp = tmp_name(stage / p.name)
+        shutil.copytree(shards_dir / p.name, tmp, copy_function=_link_or_copy)
+        if (stage / p.name).exists():
+            shutil.rmtree(stage / p.name)
+        os.replace(tmp, stage / p.name)
+    return todo
+
+
+def _space_error(e: OSError, path: Path, needed: int) -> ShardError:
+    """`disk_error`'s line for a full disk, with the bytes the build needs."""
+    return ShardError(f"{disk_error(e, path)}, about {needed / 1e9:.2f} GB needed; the current shard set is untouched")
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse a build the device holding `path` has no room for, before any byte is written."""
+    if shutil.disk_usage(path).free < needed:
+        raise _space_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path, needed)
+
+
+def _swap(stage: Path, shards_dir: Path) -> None:
+    """Replace the live set by the finished one in `stage` (two renames), carrying the checksum cache
+    (its entries hold each file's size, mtime and sha256, so hard-linked shards stay verified)."""
+    cache = shards_dir / VERIFIED_FILE
+    if cache.is_file() and not (stage / VERIFIED_FILE).exists():
+        shutil.copy2(cache, stage / VERIFIED_FILE)
+    old = shards_dir.with_name(f"{shards_dir.name}{TMP_MARK}-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if shards_dir.exists():
+        os.replace(shards_dir, old)
+    os.replace(stage, shards_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write_set_files(shards_dir: Path, clips: pd.DataFrame, plans: list[ShardPlan], recs: list[dict], config: ShardConfig,
+                     pipeline: Optional[str]) -> dict:
+    """index.parquet, then meta.json (last: it makes the folder a finished set) of written shards, with the
+    text of the pipeline config that made the clips (`pipeline`, OUT/config.toml, for generate). Returns meta."""
     actors = sorted(clips["actor"].unique())
     by_key = {(c["take_id"], c["view"]): (p.number, c) for p, rec in zip(plans, recs) for c in rec["clips"]}
     rows = []
@@ -404,9 +504,63 @@ def build_shards(
         "n_frames": sum(rec["n_frames"] for rec in recs),
         "index": {"file": "index.parquet", **_file_record(index_path)},
         "shards": [{"name": rec["name"], "n_frames": rec["n_frames"], "files": rec["files"]} for rec in recs],
+        "pipeline": pipeline,
     }
-    with atomic_path(meta_path) as tmp:
+    with atomic_path(shards_dir / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def build_shards(
+    out_dir: Path | str,
+    shards_dir: Path | str,
+    config: ShardConfig = ShardConfig(),
+    clips: Optional[pd.DataFrame] = None,
+    n_jobs: int = 1,
+    backend: str = "local",
+    scheduler=None,
+    progress: bool = False,
+) -> dict:
+    """Write the shard set of `clips` (default: every clip with status ok in OUT/manifests/clips.parquet).
+
+    Holds SHARDS' output lock (a second build is refused with `OutputBusy`). The new set is built in a
+    sibling folder (`_staging`; finished shards of the live set or of a killed build with the same inputs
+    and config are kept, by hard link) after a free-space check, and replaces SHARDS by rename only when
+    meta.json is written: until then the old set stays valid, also on a full disk (a one-line ShardError).
+    Shards are written in parallel (`meadkit.runner`: local processes or Dask, one thread each). Returns meta.
+    """
+    from meadkit.progress import Progress
+
+    out_dir, shards_dir = Path(out_dir), Path(shards_dir)
+    if clips is None:
+        clips = select(read_table(out_dir / "manifests" / "clips.parquet"), status=["ok"])
+    if clips.empty:
+        raise NoClipsError("no clips selected: nothing to shard (check the filters / --select file)")
+    check_clip_paths(out_dir, clips)
+    _check_owned(shards_dir)
+    with OutputLock(shards_dir):
+        plans = plan_shards(clips, out_dir, config)
+        stage = _staging(shards_dir)
+        needed = 0
+        try:
+            stage.mkdir(parents=True, exist_ok=True)
+            _clean(stage, {p.name for p in plans})
+            todo = _reuse(shards_dir, stage, plans)
+            needed = sum(p.n_frames for p in todo) * frame_bytes(config.size)
+            _check_space(shards_dir, needed)
+            by_name = {}
+            with Progress(len(plans), "shards", enabled=progress) as bar:
+                for rec in run_tasks(_ShardJob(out_dir, stage, config), plans, n_jobs, backend, scheduler, on_crash=_crashed):
+                    by_name[rec["name"]] = rec
+                    bar.update(ok=all(c["status"] == "ok" for c in rec["clips"]))
+            pipeline = out_dir / "config.toml"
+            meta = _write_set_files(stage, clips, plans, [by_name[p.name] for p in plans], config,
+                                    pipeline.read_text() if pipeline.is_file() else None)
+            _swap(stage, shards_dir)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise _space_error(e, shards_dir, needed) from None
+            raise
     return meta
 
 
@@ -425,7 +579,19 @@ def read_meta(shards_dir: Path | str) -> dict:
             f"{shards_dir} was written in shard format version {meta.get('format_version')}; this meadkit reads "
             f"version {FORMAT_VERSION}: re-run `meadkit shard` to rewrite it"
         )
+    missing = _missing_keys(meta)
+    if missing:
+        raise ShardError(f"{path} lacks key(s) {', '.join(missing)}: the shard set is damaged, re-run `meadkit shard`")
     return meta
+
+
+def _missing_keys(meta: dict) -> list[str]:
+    """The meta.json keys readers need that `meta` lacks (top level, the index entry, each shard entry)."""
+    missing = [k for k in _META_KEYS if k not in meta]
+    missing += [f"index.{k}" for k in ("file", "bytes", "sha256") if "index" in meta and k not in meta["index"]]
+    for i, s in enumerate(meta.get("shards", [])):
+        missing += [f"shards[{i}].{k}" for k in ("name", "n_frames", "files") if k not in s]
+    return missing
 
 
 def read_index(shards_dir: Path | str) -> pd.DataFrame:
@@ -444,32 +610,63 @@ def read_index(shards_dir: Path | str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def check_shards(shards_dir: Path | str, meta: Optional[dict] = None, full: bool = False) -> dict:
+def check_shards(shards_dir: Path | str, meta: Optional[dict] = None, full: bool = False, cached: bool = False) -> dict:
     """Check every shard file and the index exist with their recorded byte sizes (and sha256 if `full`).
 
+    With `cached`, a file whose size, mtime and expected sha256 match SHARDS/verified.json (written by each
+    passed `full` check) is not re-hashed, so only the first open of a set, or of a changed file, pays.
     Raises ShardError listing every problem; returns meta when all is well.
     """
     shards_dir = Path(shards_dir)
     meta = meta or read_meta(shards_dir)
     files = [(meta["index"]["file"], meta["index"])]
     files += [(f"{s['name']}/{fname}", f) for s in meta["shards"] for fname, f in s["files"].items()]
-    problems = []
+    seen = _read_verified(shards_dir) if cached else {}
+    problems, verified = [], {}
     for rel, f in files:
         p = shards_dir / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
             continue
-        size = p.stat().st_size
+        size, mtime = _stat(p)
         if size != f["bytes"]:
             problems.append(f"{rel}: {size} bytes, expected {f['bytes']} (truncated or altered)")
-        elif full and _sha256(p) != f["sha256"]:
-            problems.append(f"{rel}: sha256 checksum mismatch (altered or corrupted)")
+        elif full:
+            mark = [size, mtime, f["sha256"]]
+            if seen.get(rel) == mark or _sha256(p) == f["sha256"]:
+                verified[rel] = mark
+            else:
+                problems.append(f"{rel}: sha256 checksum mismatch (altered or corrupted)")
     if problems:
         raise ShardError(
             f"shard set {shards_dir} is damaged ({len(problems)} problem(s)); re-run `meadkit shard` to rewrite it:\n  "
             + "\n  ".join(problems)
         )
+    if full:
+        _write_verified(shards_dir, verified)
     return meta
+
+
+def _read_verified(shards_dir: Path) -> dict:
+    """SHARDS/verified.json's {file: [bytes, mtime_ns, sha256]} ({} if absent or unreadable)."""
+    cache = _read_json(shards_dir / VERIFIED_FILE)
+    return cache.get("files", {}) if isinstance(cache, dict) else {}
+
+
+def _write_verified(shards_dir: Path, verified: dict) -> None:
+    """Record the files a full check passed; a folder we cannot write only costs re-hashing next time (logged)."""
+    try:
+        with atomic_path(shards_dir / VERIFIED_FILE) as tmp:
+            tmp.write_text(json.dumps({"files": verified}, indent=1))
+    except OSError as e:
+        log.warning("cannot record verified checksums in %s (%s): every open will re-hash the shard set", shards_dir, e)
+
+
+def verify_for_reading(shards_dir: Path | str, verify: str) -> Optional[dict]:
+    """What `train`/`evaluate --verify` check before reading: 'full' (sha256, cached), 'size' or 'none'."""
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
+    return None if verify == "none" else check_shards(shards_dir, full=verify == "full", cached=True)
 
 
 def verify_shards(shards_dir: Path | str) -> dict:

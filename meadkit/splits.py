@@ -5,10 +5,12 @@ All views of a take always share its split, so no take leaks between splits.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from meadkit.config import check_fields
 
 METHODS = ("speakers", "paper", "random")
 
@@ -17,18 +19,17 @@ METHODS = ("speakers", "paper", "random")
 class SplitConfig:
     """How `split` is assigned. `speakers` is the speaker-disjoint split used by later work."""
 
-    method: str = "speakers"
+    method: str = field(default="speakers", metadata={"choices": METHODS})
     test_actors: tuple[str, ...] = ("M037", "M039", "M040", "M041", "M042", "W037", "W038", "W040")
     val_actors: tuple[str, ...] = ("M032", "M033", "M034", "M035", "W033", "W035", "W036")
-    paper_test_takes: int = 6
-    paper_test_takes_neutral: int = 10
-    random_val: float = 0.1
-    random_test: float = 0.1
+    paper_test_takes: int = field(default=6, metadata={"min": 0})
+    paper_test_takes_neutral: int = field(default=10, metadata={"min": 0})
+    random_val: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    random_test: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"split method must be one of {METHODS}, got {self.method!r}")
+        check_fields(self, "splits")
 
 
 def assign_splits(df: pd.DataFrame, cfg: SplitConfig) -> pd.Series:

@@ -20,7 +20,7 @@ import pyarrow as pa
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.signal import resample_poly
 
-from meadkit.corpus.names import TakeKey
+from meadkit.corpus.names import TakeKey, is_mead_rate
 from meadkit.corpus.sources import Source
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, Probe
@@ -37,18 +37,18 @@ METHODS = ("audio", "visual", "median")
 class SyncConfig:
     """Parameters of the sync stage (keys of the `[sync]` table of a pipeline TOML)."""
 
-    rate: int = 16000  # common analysis sample rate of the audio correlation (Hz)
-    band_lo_hz: float = 100.0  # GCC-PHAT band: bins outside it are ignored
-    band_hi_hz: float = 4000.0
-    phat_beta: float = 0.7  # spectral whitening exponent (1 = plain PHAT; <1 keeps some weight on loud bins)
-    max_offset_s: float = 1.0  # search offsets in [-max_offset_s, +max_offset_s]
-    min_confidence: float = 0.4  # below this an audio/visual estimate is `low_confidence`
-    peak_exclusion_s: float = 0.002  # +- this around the audio peak (its band-limited main lobe) is not a rival peak
-    fallback: str = "visual"  # for views without audio: "visual" (then median), "median", or "none"
-    visual_width: int = 64  # width of the downscaled grey frames of the motion signal
-    visual_anchors: int = 3  # audio-synced views (most confident first) tried as visual anchors; the best match wins
-    min_visual_confidence: float = 0.15  # below this the visual estimate is rejected (median is used)
-    short_fraction: float = 0.5  # a view covering less than this of the others' common span is `short`
+    rate: int = field(default=16000, metadata={"min": 1000})  # common analysis sample rate of the audio correlation (Hz)
+    band_lo_hz: float = field(default=100.0, metadata={"min": 0.0})  # GCC-PHAT band: bins outside it are ignored
+    band_hi_hz: float = field(default=4000.0, metadata={"min": 1.0})
+    phat_beta: float = field(default=0.7, metadata={"min": 0.0, "max": 1.0})  # spectral whitening exponent (1 = plain PHAT; <1 keeps some weight on loud bins)
+    max_offset_s: float = field(default=1.0, metadata={"min": 0.01})  # search offsets in [-max_offset_s, +max_offset_s]
+    min_confidence: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})  # below this an audio/visual estimate is `low_confidence`
+    peak_exclusion_s: float = field(default=0.002, metadata={"min": 0.0})  # +- this around the audio peak (its band-limited main lobe) is not a rival peak
+    fallback: str = field(default="visual", metadata={"choices": ("visual", "median", "none")})  # for views without audio: "visual" (then median), "median", or "none"
+    visual_width: int = field(default=64, metadata={"min": 8})  # width of the downscaled grey frames of the motion signal
+    visual_anchors: int = field(default=3, metadata={"min": 1})  # audio-synced views (most confident first) tried as visual anchors; the best match wins
+    min_visual_confidence: float = field(default=0.15, metadata={"min": 0.0, "max": 1.0})  # below this the visual estimate is rejected (median is used)
+    short_fraction: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # a view covering less than this of the others' common span is `short`
 
 
 @dataclass
@@ -371,7 +371,7 @@ def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str
     if not rates:
         ts.error = "no readable view"
         return ts
-    ts.fps = rates.most_common(1)[0][0]
+    ts.fps = max(rates, key=lambda r: (is_mead_rate(r), rates[r]))  # a MEAD rate wins over an odd one, then the majority
     for v in ts.views.values():
         if v.status != "unusable" and v.fps != ts.fps:
             v.status, v.error = "unusable", f"frame rate {v.fps} differs from the take's {ts.fps}"

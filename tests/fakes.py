@@ -10,6 +10,7 @@ import pyarrow as pa
 from meadkit.corpus.names import MEAD_FPS, TakeKey
 from meadkit.corpus.sources import Source
 from meadkit.manifest import write_table
+from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter, iter_frames
 from meadkit.shards import resize_frame
 
@@ -70,3 +71,29 @@ def expected_clip(out: Path, row: dict, size: int = SIZE) -> dict:
     s = size / row["crop_size"]
     return {"frames": frames, "landmarks": ((lm.astype(np.float64) + 0.5) * s - 0.5).astype(np.float32),
             "valid": valid, "mfcc": mfcc, "padded": padded}
+
+
+#: Sample rate of the tone test media below (MEAD's).
+SR = 48000
+
+
+def tone(seconds: float) -> np.ndarray:
+    """A 440 Hz tone, float32 mono at SR."""
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def tone_video(path: Path, seconds: float = 1.2, fps=MEAD_FPS, audio: bool = True) -> Path:
+    """A small mp4 (64x48 grey ramp) at `fps`, with the tone as its audio track unless `audio` is false."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(str(path), fps, 64, 48, audio=(tone(seconds), SR) if audio else None) as w:
+        for i in range(int(round(seconds * float(fps)))):
+            w.write(np.full((48, 64, 3), (i * 9) % 256, np.uint8))
+    return path
+
+
+def tone_audio(path: Path, seconds: float = 1.2) -> Path:
+    """The tone as a reference audio file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_audio(str(path), tone(seconds), SR)
+    return path

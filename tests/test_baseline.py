@@ -295,11 +295,18 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     from meadkit.cli import main
     from meadkit.shards import ShardConfig, build_shards
 
+    from meadkit.baseline.generate import pipeline_settings
+    from meadkit.config import load_pipeline
+
     prepared, shards, run = tmp_path / "out", tmp_path / "shards", tmp_path / "run"
     make_prepared(prepared)
+    made_with = load_pipeline(overrides=["faces.crop_size=192"]).to_toml()  # as prepare records it
+    (prepared / "config.toml").write_text(made_with)
     build_shards(prepared, shards, ShardConfig(size=S))
     r = CliRunner().invoke(main, ["train", str(shards), "-o", str(run), "--steps", "2", *sum((["--set", s] for s in TINY), [])])
     assert r.exit_code == 0, r.output
+    assert (run / "pipeline.toml").read_text() == made_with  # generate's default: the settings that made the shards
+    assert pipeline_settings(run / "pipeline.toml")[0].crop_size == 192
     assert "train samples" in r.output and "SUBSTITUTE" in (run / "train.log").read_text()
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["size"] == S

@@ -28,7 +28,7 @@ def test_effective_config_round_trips_through_toml(tmp_path):
     (["faces.no_such_key=1"], "unknown key"),
     (["nostage.x=1"], "unknown stage"),
     (["crop_size=1"], "stage.key=value"),
-    (["splits.method=whatever"], "split method"),
+    (["splits.method=whatever"], "splits.method = 'whatever': must be one of speakers, paper, random"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -177,7 +177,7 @@ def test_zero_frames_and_bad_config():
     assert res.mfcc.shape == (0, 28) and res.padded.shape == (0,)
     empty = compute_features(np.zeros(0, np.float32), 48000, 0.0, 4, MEAD_FPS)
     assert empty.padded.all() and np.isfinite(empty.mfcc).all() and empty.audio_duration_s == 0.0
-    with pytest.raises(ValueError, match="unknown features recipe"):
+    with pytest.raises(ValueError, match="features.recipe = 'mfcc40': must be one of mead"):
         FeaturesConfig(recipe="mfcc40")
     with pytest.raises(ValueError, match="channels"):
         compute_features(np.zeros((2, 2, 10)), 48000, 0.0, 3, MEAD_FPS)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from fakes import SR, tone_audio, tone_video
 from meadkit.cli import main
 from meadkit.corpus.names import MEAD_FPS, audio_relpath, video_relpath
 from meadkit.corpus.sources import Source
@@ -19,31 +20,8 @@ from meadkit.index import (
     RECORDINGS_SCHEMA, IndexConfig, bmff_truncation, index_corpus, source_of, summarize, take_counts, take_gaps,
     take_sources,
 )
-from meadkit.media.audio import write_audio
 from meadkit.media.probe import Probe, probe
-from meadkit.media.video import VideoWriter
 
-SR = 48000
-
-
-def _tone(seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    return (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-
-
-def _video(path: Path, seconds: float = 1.2, audio: bool = True) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = int(round(seconds * MEAD_FPS))
-    with VideoWriter(str(path), MEAD_FPS, 64, 48, audio=(_tone(seconds), SR) if audio else None) as w:
-        for i in range(n):
-            w.write(np.full((48, 64, 3), (i * 9) % 256, np.uint8))
-    return path
-
-
-def _audio(path: Path, seconds: float = 1.2) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_audio(str(path), _tone(seconds), SR)
-    return path
 
 
 def _tar(path: Path, files: dict[str, Path]) -> Path:
@@ -60,11 +38,11 @@ def _build(root: Path, scratch: Path) -> dict[tuple, str]:
     # M003: a tree, views front+down, happy/1 takes 1,2,3,4,6 (5 is a numbering gap), neutral/1 takes 1,2.
     for emotion, takes in (("happy", (1, 2, 3, 4, 6)), ("neutral", (1, 2))):
         for take in takes:
-            _audio(root / audio_relpath("M003", emotion, 1, take), 0.15 if (emotion, take) == ("happy", 6) else 1.2)
+            tone_audio(root / audio_relpath("M003", emotion, 1, take), 0.15 if (emotion, take) == ("happy", 6) else 1.2)
             for view in ("front", "down"):
                 if (emotion, take, view) == ("happy", 2, "down"):
                     continue
-                _video(root / video_relpath("M003", view, emotion, 1, take), audio=(emotion, take, view) != ("happy", 3, "front"))
+                tone_video(root / video_relpath("M003", view, emotion, 1, take), audio=(emotion, take, view) != ("happy", 3, "front"))
     expected[("M003_happy_1_002", "down")] = "missing"
     expected[("M003_happy_1_003", "front")] = "no_audio"
     expected[("M003_happy_1_006", "audio")] = "short_audio"
@@ -79,16 +57,16 @@ def _build(root: Path, scratch: Path) -> dict[tuple, str]:
     expected[("M003_neutral_1_001", "audio", "dup")] = "duplicate"
     # W021: the extra `video/1/` level (fine).
     for take in (1, 2):
-        _video(root / "W021" / "video" / "1" / "front" / "neutral" / "level_1" / f"{take:03d}.mp4")
-        _audio(root / audio_relpath("W021", "neutral", 1, take))
+        tone_video(root / "W021" / "video" / "1" / "front" / "neutral" / "level_1" / f"{take:03d}.mp4")
+        tone_audio(root / audio_relpath("W021", "neutral", 1, take))
     # M005: per-actor tars read in place.
-    v = {f"video/front/sad/level_2/{t:03d}.mp4": _video(scratch / f"M005_{t}.mp4") for t in (1, 2)}
-    a = {f"audio/sad/level_2/{t:03d}.m4a": _audio(scratch / f"M005_{t}.m4a") for t in (1, 2)}
+    v = {f"video/front/sad/level_2/{t:03d}.mp4": tone_video(scratch / f"M005_{t}.mp4") for t in (1, 2)}
+    a = {f"audio/sad/level_2/{t:03d}.m4a": tone_audio(scratch / f"M005_{t}.m4a") for t in (1, 2)}
     _tar(root / "M005" / "video.tar", v)
     _tar(root / "M005" / "audio.tar", a)
     # M007: a video.tar that breaks off inside its second member.
-    v = {f"video/left_30/angry/level_3/{t:03d}.mp4": _video(scratch / f"M007_{t}.mp4") for t in (1, 2, 3)}
-    a = {f"audio/angry/level_3/{t:03d}.m4a": _audio(scratch / f"M007_{t}.m4a") for t in (1, 2, 3)}
+    v = {f"video/left_30/angry/level_3/{t:03d}.mp4": tone_video(scratch / f"M007_{t}.mp4") for t in (1, 2, 3)}
+    a = {f"audio/angry/level_3/{t:03d}.m4a": tone_audio(scratch / f"M007_{t}.m4a") for t in (1, 2, 3)}
     vt = _tar(root / "M007" / "video.tar", v)
     _tar(root / "M007" / "audio.tar", a)
     with tarfile.open(vt) as tf:
@@ -190,7 +168,7 @@ def test_tar_members_probe_like_the_files_they_came_from(corpus, table, tmp_path
 
 
 def test_truncation_is_found_even_with_the_index_at_the_front(tmp_path):
-    src = _video(tmp_path / "a.mp4", seconds=2.0)
+    src = tone_video(tmp_path / "a.mp4", seconds=2.0)
     fast = tmp_path / "fast.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(src), "-c", "copy", "-movflags", "+faststart", str(fast)], check=True)
     assert bmff_truncation(Source(str(fast)), None) is None
@@ -201,7 +179,7 @@ def test_truncation_is_found_even_with_the_index_at_the_front(tmp_path):
 
 
 def _hostile(root: Path, scratch: Path) -> None:
-    good = _video(scratch / "g.mp4")
+    good = tone_video(scratch / "g.mp4")
     with tarfile.open(root / "M009_video.tar", "w") as tf:
         for name in ("../../escape.mp4", "/tmp/meadkit_index_abs.mp4"):
             info = tf.gettarinfo(good, arcname="x")
@@ -260,9 +238,9 @@ def test_manifest_reads_with_pyarrow_and_pandas_and_keeps_its_schema(corpus, tmp
 def test_clean_corpus_in_tree_and_in_tars_is_all_ok(tmp_path):
     tree = tmp_path / "tree"
     for take in (1, 2):
-        _audio(tree / audio_relpath("W009", "fear", 2, take))
+        tone_audio(tree / audio_relpath("W009", "fear", 2, take))
         for view in ("front", "top", "right_60"):
-            _video(tree / video_relpath("W009", view, "fear", 2, take))
+            tone_video(tree / video_relpath("W009", view, "fear", 2, take))
     tars = tmp_path / "tars"
     _tar(tars / "W009_video.tar", {p.relative_to(tree / "W009").as_posix(): p for p in (tree / "W009" / "video").rglob("*.mp4")})
     _tar(tars / "W009_audio.tar", {p.relative_to(tree / "W009").as_posix(): p for p in (tree / "W009" / "audio").rglob("*.m4a")})
@@ -362,7 +340,7 @@ def test_a_file_that_kills_its_worker_becomes_a_corrupt_row(tmp_path):
     from meadkit.index import _probe_all
 
     for take in (1, 2):
-        _video(tmp_path / video_relpath("M003", "front", "happy", 1, take), seconds=0.5)
+        tone_video(tmp_path / video_relpath("M003", "front", "happy", 1, take), seconds=0.5)
     rows = _probe_all(discover(tmp_path), n_jobs=2, progress=False, batch_fn=_crash_on_002)
     assert [r["take"] for r in rows] == [1, 2]
     assert [r["status"] for r in rows] == ["ok", "corrupt"]
@@ -370,7 +348,7 @@ def test_a_file_that_kills_its_worker_becomes_a_corrupt_row(tmp_path):
 
 
 def test_trailing_padding_is_not_truncation(tmp_path):
-    src = _video(tmp_path / "a.mp4", seconds=0.5)
+    src = tone_video(tmp_path / "a.mp4", seconds=0.5)
     padded = tmp_path / "padded.mp4"
     padded.write_bytes(src.read_bytes() + b"\0" * 700)
     assert bmff_truncation(Source(str(padded)), None) is None

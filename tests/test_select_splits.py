@@ -61,5 +61,5 @@ def test_select_filters_and_rejects_unknown_columns():
 
 
 def test_unknown_split_method_is_refused():
-    with pytest.raises(ValueError, match="split method"):
+    with pytest.raises(ValueError, match="splits.method = 'whatever': must be one of speakers, paper, random"):
         SplitConfig(method="whatever")

@@ -14,34 +14,35 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from meadkit.atomic import atomic_path
-from meadkit.config import ConfigError, read_tables
+from meadkit.corpus.names import VIEWS
+from meadkit.config import ConfigError, build_table, read_tables
 
 
 @dataclass
 class TrainConfig:
     """Shared by all stages: image size, batch, device, seed, logging and checkpoint cadence."""
 
-    size: int = 64  # crops are resized (area) from the shard size to size x size; multiple of 8
-    batch_size: int = 32
-    device: str = "auto"  # auto | cpu | cuda
+    size: int = field(default=64, metadata={"min": 8, "max": 1024})  # crops are resized (area) from the shard size to size x size; multiple of 8
+    batch_size: int = field(default=32, metadata={"min": 1})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})  # auto | cpu | cuda
     amp: bool = False  # float16 autocast + grad scaling on CUDA, bfloat16 autocast on CPU
     seed: int = 0
     lr_decay: bool = True  # cosine decay of every learning rate to 0 over each stage's steps
-    threads: int = 0  # torch CPU threads; 0 = torch's default (use 1 on a busy shared machine)
-    views: tuple[str, ...] = ()  # empty = every view in the shards
-    log_every: int = 20
-    val_every: int = 200
-    val_samples: int = 256
-    checkpoint_every: int = 200
+    threads: int = field(default=0, metadata={"min": 0})  # torch CPU threads; 0 = torch's default (use 1 on a busy shared machine)
+    views: tuple[str, ...] = field(default=(), metadata={"choices": VIEWS})  # empty = every view in the shards
+    log_every: int = field(default=20, metadata={"min": 1})
+    val_every: int = field(default=200, metadata={"min": 1})
+    val_samples: int = field(default=256, metadata={"min": 0})
+    checkpoint_every: int = field(default=200, metadata={"min": 1})
 
 
 @dataclass
 class ClassifierConfig:
     """Emotion + intensity classifier on real face crops (trained first)."""
 
-    steps: int = 1500
-    lr: float = 1e-3
-    width: int = 16
+    steps: int = field(default=1500, metadata={"min": 0})
+    lr: float = field(default=1e-3, metadata={"min": 0.0})
+    width: int = field(default=16, metadata={"min": 1})
     augment: bool = True  # random colour and small shift/zoom of the training faces
 
 
@@ -49,45 +50,45 @@ class ClassifierConfig:
 class A2LConfig:
     """Audio-to-landmarks: LSTM(28 -> hidden, layers) + linear to PCA coefficients (paper: 60, 3, Adam 1e-3)."""
 
-    steps: int = 1500
-    lr: float = 1e-3
-    hidden: int = 60
-    layers: int = 3
-    n_coeffs: int = 20
+    steps: int = field(default=1500, metadata={"min": 0})
+    lr: float = field(default=1e-3, metadata={"min": 0.0})
+    hidden: int = field(default=60, metadata={"min": 1})
+    layers: int = field(default=3, metadata={"min": 1})
+    n_coeffs: int = field(default=20, metadata={"min": 1, "max": 74})
     #: Also feed the emotion/intensity one-hots to the linear layer (the static mouth shape of an emotion is
     #: not in the audio); false = the paper's audio-only network.
     use_labels: bool = True
-    fit_samples: int = 4000  # training samples used to fit the PCA and the MFCC normalisation
+    fit_samples: int = field(default=4000, metadata={"min": 1})  # training samples used to fit the PCA and the MFCC normalisation
 
 
 @dataclass
 class N2EConfig:
     """Neutral-to-emotion transformer; losses L1 + perceptual."""
 
-    steps: int = 600
-    batch_size: int = 16  # 0 = train.batch_size; image stages use smaller batches on a CPU
-    lr: float = 5e-4
-    width: int = 16
-    n_res: int = 3
-    w_l1: float = 1.0
-    w_perceptual: float = 1.0
+    steps: int = field(default=600, metadata={"min": 0})
+    batch_size: int = field(default=16, metadata={"min": 0})  # 0 = train.batch_size; image stages use smaller batches on a CPU
+    lr: float = field(default=5e-4, metadata={"min": 0.0})
+    width: int = field(default=16, metadata={"min": 1})
+    n_res: int = field(default=3, metadata={"min": 0})
+    w_l1: float = field(default=1.0, metadata={"min": 0.0})
+    w_perceptual: float = field(default=1.0, metadata={"min": 0.0})
 
 
 @dataclass
 class RefineConfig:
     """Refinement U-Net + PatchGAN discriminator; paper loss weights (TV 1e-5, all others 1)."""
 
-    steps: int = 600
-    batch_size: int = 16  # 0 = train.batch_size; image stages use smaller batches on a CPU
-    lr: float = 5e-4
-    width: int = 16
-    d_width: int = 16
-    w_l1: float = 1.0
-    w_mouth: float = 1.0
-    w_perceptual: float = 1.0
-    w_tv: float = 1e-5
-    w_adv: float = 1.0
-    w_classifier: float = 1.0
+    steps: int = field(default=600, metadata={"min": 0})
+    batch_size: int = field(default=16, metadata={"min": 0})  # 0 = train.batch_size; image stages use smaller batches on a CPU
+    lr: float = field(default=5e-4, metadata={"min": 0.0})
+    width: int = field(default=16, metadata={"min": 1})
+    d_width: int = field(default=16, metadata={"min": 1})
+    w_l1: float = field(default=1.0, metadata={"min": 0.0})
+    w_mouth: float = field(default=1.0, metadata={"min": 0.0})
+    w_perceptual: float = field(default=1.0, metadata={"min": 0.0})
+    w_tv: float = field(default=1e-5, metadata={"min": 0.0})
+    w_adv: float = field(default=1.0, metadata={"min": 0.0})
+    w_classifier: float = field(default=1.0, metadata={"min": 0.0})
 
 
 @dataclass
@@ -109,34 +110,12 @@ class BaselineConfig:
 
 
 def config_from_dict(data: dict) -> BaselineConfig:
-    """Build a BaselineConfig from {table: {key: value}}; unknown tables or keys raise ConfigError."""
+    """Build a BaselineConfig from {table: {key: value}}; unknown tables or keys and bad values raise ConfigError."""
     tables = {f.name: f.default_factory for f in dataclasses.fields(BaselineConfig)}
     unknown = set(data) - set(tables)
     if unknown:
         raise ConfigError(f"unknown table(s) {sorted(unknown)}; known: {list(tables)}")
-    built = {}
-    for name, factory in tables.items():
-        default = factory()
-        fields = {f.name for f in dataclasses.fields(default)}
-        values = data.get(name, {})
-        bad = set(values) - fields
-        if bad:
-            raise ConfigError(f"[{name}] has unknown key(s) {sorted(bad)}; known: {sorted(fields)}")
-        coerced = {}
-        for key, value in values.items():
-            ref = getattr(default, key)
-            if isinstance(ref, tuple):
-                value = tuple(value) if isinstance(value, (list, tuple)) else tuple(str(value).split(","))
-            elif isinstance(ref, bool):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"[{name}] {key} must be true or false, got {value!r}")
-            elif isinstance(ref, (int, float)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(ref, int) and not isinstance(value, int)):
-                    raise ConfigError(f"[{name}] {key} must be a {type(ref).__name__}, got {value!r}")
-                value = type(ref)(value)
-            coerced[key] = value
-        built[name] = dataclasses.replace(default, **coerced)
-    return BaselineConfig(**built)
+    return BaselineConfig(**{name: build_table(cls, name, data.get(name, {})) for name, cls in tables.items()})
 
 
 def load_config(path: Optional[Path | str] = None, overrides: Iterable[str] = (), base: Optional[dict] = None) -> BaselineConfig:
@@ -159,3 +138,20 @@ def save_run_config(run_dir: Path | str, cfg: BaselineConfig) -> None:
     """Write the run's effective config (JSON), atomically."""
     with atomic_path(Path(run_dir) / RUN_CONFIG) as tmp:
         Path(tmp).write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n")
+
+
+#: The pipeline config a training run keeps beside its checkpoints (from its shard set's meta.json).
+PIPELINE_FILE = "pipeline.toml"
+
+
+def save_pipeline(run_dir: Path | str, shards_dir: Path | str) -> Optional[Path]:
+    """Copy the pipeline config recorded in a shard set into RUN/pipeline.toml (None if the set has none)."""
+    from meadkit.shards import read_meta
+
+    text = read_meta(shards_dir).get("pipeline")
+    if not text:
+        return None
+    path = Path(run_dir) / PIPELINE_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path

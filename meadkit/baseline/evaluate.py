@@ -23,6 +23,7 @@ from meadkit.baseline.inference import TrainedBaseline, load_run
 from meadkit.baseline.pca import MOUTH_IN_MOUTH_JAW, MOUTH_JAW, from_units
 from meadkit.baseline.models import N_EMOTIONS, N_LEVELS
 from meadkit.corpus.names import PAPER_EMOTIONS
+from meadkit.shards import verify_for_reading
 
 
 class _Acc:
@@ -114,8 +115,10 @@ def write_report(metrics: dict, path: Path | str) -> None:
 
 
 def evaluate_run(run_dir: Path | str, shards_dir: Path | str, split: str = "test", out: Optional[Path | str] = None,
-                 max_samples: int = 2000, device: str = "cpu") -> dict:
-    """Load a run and its split of the shards, evaluate, and write JSON to `out` (default RUN/eval_<split>.json)."""
+                 max_samples: int = 2000, device: str = "cpu", verify: str = "full") -> dict:
+    """Load a run and its split of the shards (checked as `verify_for_reading` says), evaluate, and write JSON
+    to `out` (default RUN/eval_<split>.json)."""
+    verify_for_reading(shards_dir, verify)
     model = load_run(run_dir, device)
     data = open_split(shards_dir, split, model.config)
     metrics = {"run": str(run_dir), "shards": str(shards_dir), "split": split, **evaluate(model, data, max_samples, device=device)}

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import click
 
+from meadkit.commands.options import jobs_option
+
 
 @click.command()
 @click.argument("root", default="meadkit-demo", type=click.Path(file_okay=False))
 @click.option("--quick", is_flag=True, help="A smaller corpus and a few training steps (about a minute; used by the tests).")
-@click.option("-j", "--jobs", type=int, default=2, show_default=True, help="Worker processes.")
+@jobs_option(default=2, what="Worker processes")
 def command(root, quick, jobs):
     """Synthesize a small MEAD-shaped corpus in ROOT, prepare it, select and shard it, train the baseline
     briefly, evaluate it, generate a talking-face clip and write the HTML report; print where each output is."""

@@ -9,6 +9,7 @@ import click
 
 from meadkit.baseline.checkpoint import CheckpointError
 from meadkit.baseline.evaluate import evaluate_run
+from meadkit.commands.train import verify_option
 from meadkit.shards import ShardError
 
 
@@ -19,11 +20,12 @@ from meadkit.shards import ShardError
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="JSON output [RUN/eval_<split>.json].")
 @click.option("--max-samples", default=2000, show_default=True, help="Evaluate a fixed subset of at most this many frames (0 = all).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-def command(run: Path, shards: Path, split: str, out: Optional[Path], max_samples: int, device: str) -> None:
+@verify_option
+def command(run: Path, shards: Path, split: str, out: Optional[Path], max_samples: int, device: str, verify: str) -> None:
     """Classifier accuracy on real and generated frames, audio-to-landmark mouth error vs a mean-shape
     baseline, and PSNR/SSIM of generated frames; printed and written as JSON."""
     try:
-        metrics = evaluate_run(run, shards, split, out, max_samples, device)
+        metrics = evaluate_run(run, shards, split, out, max_samples, device, verify)
     except (CheckpointError, ShardError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))

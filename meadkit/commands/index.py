@@ -5,13 +5,16 @@ from pathlib import Path
 
 import click
 
-from meadkit.index import IndexConfig, index_corpus, summarize, write_recordings
+from meadkit.commands.options import jobs_option
+from meadkit.index import RECORDINGS_PATH, IndexConfig, check_out_of_raw, index_into, summarize
+from meadkit.lock import OutputLock
 
 
 @click.command()
 @click.argument("raw", type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("-j", "--jobs", default=1, show_default=True, help="Parallel processes (-1 = all cores).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (not RAW itself; one inside RAW is skipped while indexing).")
+@jobs_option(what="Parallel probing processes")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any recording is not 'ok'.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--short-audio-tolerance", type=float, default=IndexConfig.short_audio_tolerance_s, show_default=True,
@@ -19,16 +22,25 @@ from meadkit.index import IndexConfig, index_corpus, summarize, write_recordings
 def command(raw: Path, out: Path, jobs: int, strict: bool, quiet: bool, short_audio_tolerance: float) -> None:
     """Find every MEAD recording under RAW (a tree, per-actor tars, or both), probe it, and report defects.
 
-    Tars are read in place, never extracted. Writes OUT/manifests/recordings.parquet (one row per
-    file, with a status and a readable error) and prints a per-actor summary.
+    Tars are read in place, never extracted; symbolic links are followed only inside RAW. Writes
+    OUT/manifests/recordings.parquet (one row per file, with a status, a readable error, and the
+    known release defect it matches) and OUT/state/raw.json (which RAW was indexed, so `prepare`
+    reindexes when RAW changes), and prints a per-actor summary. Holds OUT's lock, so it cannot
+    run while a `prepare` writes the same OUT.
     """
+    try:
+        note = check_out_of_raw(raw, out)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if note and not quiet:
+        click.echo(note, err=True)
     config = IndexConfig(short_audio_tolerance_s=short_audio_tolerance)
-    table = index_corpus(raw, config, n_jobs=jobs, progress=not quiet, exclude=[out])
-    path = write_recordings(table, out)
+    with OutputLock(out):
+        table = index_into(raw, out, config, n_jobs=jobs, progress=not quiet)
     bad = sum(s != "ok" for s in table.column("status").to_pylist())
     if not quiet:
         click.echo(summarize(table))
-        click.echo(f"wrote {path} ({table.num_rows} rows, {bad} not ok)")
+        click.echo(f"wrote {out / RECORDINGS_PATH} ({table.num_rows} rows, {bad} not ok)")
     if strict and bad:
         click.echo(f"--strict: {bad} rows are not ok", err=True)
         raise SystemExit(1)

@@ -17,9 +17,11 @@ from meadkit.commands.options import filter_options, filters_from, parallel_opti
 @filter_options
 @parallel_options
 @click.option("--until", type=click.Choice(["index", "sync", "features", "faces", "shards"]), default="shards", show_default=True,
-              help="Stop after this stage.")
-@click.option("--reindex", is_flag=True, help="Probe RAW again even if OUT/manifests/recordings.parquet exists.")
-@click.option("--strict", is_flag=True, help="Exit non-zero if any file, take or clip is not ok.")
+              help="Stop after this stage (index: only write OUT/manifests/recordings.parquet; no take is touched).")
+@click.option("--reindex", is_flag=True, help="Probe RAW again even if OUT's index is current (it is rebuilt anyway, "
+              "with a one-line note, when RAW is another folder or its files changed since).")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any selected file, take or clip is not ok "
+              "(with filters, only the files of the selected actors/emotions/... count).")
 @click.option("--quiet", is_flag=True, help="No progress bar: a log line every minute instead.")
 def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until, reindex, strict, quiet, **kw):
     """Index RAW (a MEAD tree and/or per-actor tars), then per take: sync the views to the reference
@@ -28,7 +30,8 @@ def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until,
 
     Work is per take, in parallel; every output is written under a temporary name and renamed, and a
     take's record is committed last, so a killed run resumes where it stopped (rerun the same command).
-    Bad files become status rows with a reason; the run goes on.
+    Bad files become status rows with a reason; the run goes on. A full or read-only OUT stops the run
+    with one line, and the take it hit is redone by the rerun.
     """
     from meadkit.config import ConfigError, load_pipeline
     from meadkit.prepare import STAGE_ORDER, run_prepare

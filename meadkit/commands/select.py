@@ -9,7 +9,7 @@ from meadkit.commands.options import filter_options, filters_from
 @click.command()
 @click.argument("source", type=click.Path(exists=True))
 @filter_options
-@click.option("--split", "split_", metavar="LIST", help="Keep only these splits: train,val,test.")
+@click.option("--split", "split_", metavar="LIST", multiple=True, help="Keep only these splits: train,val,test (comma separated or repeated).")
 @click.option("--split-method", type=click.Choice(["speakers", "paper", "random"]),
               help="Recompute the split column with this method before filtering (default: keep the manifest's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split-method random.")

@@ -11,9 +11,10 @@ from meadkit.commands.options import filter_options, filters_from, parallel_opti
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--select", "select_file", type=click.Path(exists=True, dir_okay=False),
-              help="Shard only the clips listed in this Parquet file (from `meadkit select`).")
+              help="Shard only the clips listed in this Parquet file (from `meadkit select` on this OUT: every row must "
+                   "be a clip of OUT's manifest, with paths inside OUT).")
 @filter_options
-@click.option("--split", "split_", metavar="LIST", help="Keep only these splits: train,val,test.")
+@click.option("--split", "split_", metavar="LIST", multiple=True, help="Keep only these splits: train,val,test (comma separated or repeated).")
 @click.option("--size", type=int, default=128, show_default=True, help="Side of the square RGB frames stored (pixels).")
 @click.option("--shard-bytes", default="1GB", show_default=True, help="Upper bound of one shard's size (e.g. 500MB, 2GiB).")
 @parallel_options
@@ -25,17 +26,22 @@ def command(out, select_file, size, shard_bytes, jobs, backend, scheduler, shard
     """Pack the prepared clips of OUT (aligned crops resized to --size, landmarks, MFCC, labels) into
     memory-mappable shards of bounded size with an index and checksums, for `meadkit.data.ShardDataset`.
 
-    Only clips with status ok are sharded. Finished shards of an earlier run with the same inputs and
-    settings are kept; meta.json is written last.
+    Only clips with status ok are sharded. The new set is built beside SHARDS and replaces it only when
+    complete (the old set stays readable until then, also on a full disk); finished shards of an earlier
+    run with the same inputs and settings are kept. A second `shard` into the same SHARDS is refused.
     """
     from meadkit.manifest import read_table
     from meadkit.select import SelectError, load_clips, select
-    from meadkit.shards import ShardConfig, ShardError, build_shards, parse_bytes, verify_shards
+    from meadkit.shards import ShardConfig, ShardError, build_shards, check_selection, parse_bytes, verify_shards
 
     filters = filters_from(kw)
     try:
         config = ShardConfig(size=size, shard_bytes=parse_bytes(shard_bytes))
-        clips = read_table(select_file) if select_file else load_clips(out)
+        clips = load_clips(out)
+        if select_file:
+            chosen = read_table(select_file)
+            check_selection(chosen, clips, select_file)
+            clips = chosen
         clips = select(clips, status=["ok"], **filters)
         meta = build_shards(out, shards_dir, config, clips, n_jobs=jobs, backend=backend, scheduler=scheduler, progress=not quiet)
         if verify:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from meadkit.commands.options import jobs_option
 from meadkit.corpus.names import EMOTIONS, VIEWS
 from meadkit.corpus.photos import BUILTIN_PHOTOS
 from meadkit.corpus.synth import TAR_NAMINGS, SynthConfig, default_truth_path, read_truth, synthesize
@@ -61,7 +62,7 @@ def _actors(ctx, param, value):
 @click.option("--defects", is_flag=True, help="Inject each of MEAD's known irregularities once (no audio stream, truncated mp4, "
               "missing view/take, extra video/1/ level, short audio, stray file, corrupt tar with --tar).")
 @click.option("--voice", default="auto", type=click.Choice(["auto", "procedural"]), help="auto = espeak-ng if on PATH, else a procedural voice.")
-@click.option("-j", "--jobs", default=1, type=click.IntRange(1, 256), help="Worker processes (takes rendered in parallel).")
+@jobs_option(what="Worker processes (takes rendered in parallel)")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ground-truth Parquet path  [default: OUT.truth.parquet beside OUT]")
 def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, voice, jobs, truth):

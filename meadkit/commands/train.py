@@ -8,11 +8,18 @@ import click
 
 from meadkit.baseline.batch import open_split
 from meadkit.baseline.checkpoint import CheckpointError
-from meadkit.baseline.config import run_config, save_run_config
+from meadkit.baseline.config import run_config, save_pipeline, save_run_config
 from meadkit.baseline.losses import VGGWeightsError
 from meadkit.baseline.train import STAGES, TrainError, train
 from meadkit.config import ConfigError
-from meadkit.shards import ShardError
+from meadkit.shards import VERIFY_MODES, ShardError, verify_for_reading
+
+#: `--verify` of train and evaluate.
+verify_option = click.option(
+    "--verify", type=click.Choice(VERIFY_MODES), default="full", show_default=True,
+    help="Check SHARDS before reading: full = every sha256 (remembered in SHARDS/verified.json by file size and mtime, "
+         "so later runs re-hash only changed files), size = byte sizes only, none = skip this check (the dataset still "
+         "checks byte sizes). NaN/inf values read are refused in every mode.")
 
 
 @click.command()
@@ -33,13 +40,15 @@ from meadkit.shards import ShardError
 @click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override one setting, e.g. refine.w_tv=1e-4.")
 @click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="torchvision-format VGG16 state dict for the perceptual loss (else a substitute is used, see the log).")
+@verify_option
 def command(shards: Path, run: Path, stage: str, steps: Optional[int], epochs: Optional[float], batch_size: Optional[int],
             size: Optional[int], device: Optional[str], amp: Optional[bool], resume: bool, seed: Optional[int],
-            config_path: Optional[Path], overrides: tuple[str, ...], vgg_weights: Optional[Path]) -> None:
+            config_path: Optional[Path], overrides: tuple[str, ...], vgg_weights: Optional[Path], verify: str) -> None:
     """Train the baseline from SHARDS (train split; val split monitors) into RUN.
 
     Writes RUN/<stage>.pt checkpoints (safe torch format), RUN/logs/<stage>.csv, RUN/train.log and
-    RUN/config.json (the effective settings, reused by later stages and --resume).
+    RUN/config.json (the effective settings, reused by later stages and --resume) and RUN/pipeline.toml (the
+    prepare settings that made SHARDS, so `generate` crops and featurizes as training did).
     """
     cli = [f"train.{k}={v!r}" if isinstance(v, str) else f"train.{k}={str(v).lower()}"
            for k, v in (("batch_size", batch_size), ("size", size), ("device", device), ("amp", amp), ("seed", seed)) if v is not None]
@@ -47,10 +56,12 @@ def command(shards: Path, run: Path, stage: str, steps: Optional[int], epochs: O
         cli += [f"n2e.batch_size={batch_size}", f"refine.batch_size={batch_size}"]
     try:
         cfg = run_config(run, config_path, [*overrides, *cli])
+        verify_for_reading(shards, verify)
         train_set = open_split(shards, "train", cfg)
         val_set = open_split(shards, "val", cfg)
         run.mkdir(parents=True, exist_ok=True)
         save_run_config(run, cfg)
+        save_pipeline(run, shards)
         with open(run / "train.log", "a") as logfile:
             def log(msg: str) -> None:
                 click.echo(msg)

@@ -2,8 +2,10 @@
 
 Tar members are only listed (header by header) and become `Source`s that read their byte
 range in place; member names are never used as file-system paths. Members that are links,
-devices, or have absolute/`..` names are reported as `unsafe`; an archive that breaks off
-part-way keeps the members listed so far and is reported `corrupt` with the reason.
+devices, GNU sparse files, or have absolute/`..` names are reported as `unsafe` (naming their
+archive); an archive that breaks off part-way keeps the members listed so far and is reported
+`corrupt` with the reason. In a folder tree, a symbolic link is followed only if it resolves
+inside RAW; one that points outside becomes an `unsafe` entry and its target is never opened.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Optional
 
+from meadkit.atomic import is_within
 from meadkit.corpus.names import ACTOR_RE
 from meadkit.corpus.sources import Source
 
@@ -57,8 +60,24 @@ def discover(raw: Path | str, exclude: Iterable[Path | str] = ()) -> list[Entry]
     raw = Path(raw).absolute()
     if raw.is_file():
         return list(_entries_of_file(raw, raw.name, raw.parent.name))
-    skip = {os.path.realpath(p) for p in exclude}
     out: list[Entry] = []
+    for path, rel, outside in walk_tree(raw, exclude):
+        if outside:
+            out.append(Entry(rel, None, status="unsafe", error=f"{outside}; not followed (links out of RAW are never read)"))
+        else:
+            out.extend(_entries_of_file(path, rel, path.parent.name))
+    return out
+
+
+def walk_tree(raw: Path, exclude: Iterable[Path | str] = ()) -> Iterator[tuple[Path, str, Optional[str]]]:
+    """(path, relpath, reason) of every file under the folder `raw` in sorted order, without leaving RAW.
+
+    Symbolic links (to files or folders) are followed only if they resolve inside RAW; a link
+    that points outside comes back once with `reason` set ("symbolic link to ... outside RAW")
+    and is never followed. Symlink loops and folders in `exclude` are skipped.
+    """
+    root = os.path.realpath(raw)
+    skip = {os.path.realpath(p) for p in exclude}
     seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(raw, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -66,12 +85,17 @@ def discover(raw: Path | str, exclude: Iterable[Path | str] = ()) -> list[Entry]
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        dirnames.sort()
-        for name in sorted(filenames):
+        links_out = sorted(d for d in dirnames if _outside(Path(dirpath, d), root))
+        dirnames[:] = sorted(d for d in dirnames if d not in links_out)
+        for name in sorted(filenames + links_out):
             path = Path(dirpath, name)
             rel = path.relative_to(raw).as_posix()
-            out.extend(_entries_of_file(path, rel, Path(dirpath).name))
-    return out
+            yield path, rel, (f"symbolic link to {os.readlink(path)!r} outside RAW" if _outside(path, root) else None)
+
+
+def _outside(path: Path, root: str) -> bool:
+    """True for a symbolic link whose target (resolved) lies outside the folder `root`."""
+    return path.is_symlink() and not is_within(path, root)
 
 
 def _entries_of_file(path: Path, rel: str, parent: str) -> Iterator[Entry]:
@@ -134,7 +158,7 @@ def unsafe_reason(info: tarfile.TarInfo) -> Optional[str]:
     if info.isdev():
         return f"device or fifo member {name!r}"
     if info.issparse():
-        return f"sparse member {name!r} cannot be read in place"
+        return f"GNU sparse member {name!r} (its stored bytes leave out the holes, so they are not the file)"
     if not info.isreg():
         return f"member {name!r} is not a regular file (type {info.type!r})"
     return None
@@ -172,7 +196,7 @@ def list_tar(path: Path, rel: str, parent: str) -> Iterator[Entry]:
                     continue
                 members += 1
                 yield _member_entry(path, info, actor, kind, comp, size)
-                if comp is None and info.isreg() and info.offset_data + info.size > size:
+                if comp is None and info.isreg() and _stored_end(info, tf) > size:
                     problem = f"archive is truncated: it ends inside member {info.name!r}"
                     break
             if problem is None and comp is None:
@@ -184,10 +208,17 @@ def list_tar(path: Path, rel: str, parent: str) -> Iterator[Entry]:
                     error=f"{problem} ({members} members listed before it)")
 
 
+def _stored_end(info: tarfile.TarInfo, tf: tarfile.TarFile) -> int:
+    """Byte where a member's stored data ends: for a sparse member the next header (its `size` is the
+    expanded size, not what the archive holds), else its data offset plus size."""
+    return tf.offset if info.issparse() else info.offset_data + info.size
+
+
 def _member_entry(path: Path, info: tarfile.TarInfo, actor: Optional[str], kind: Optional[str], comp: Optional[str], size: int) -> Entry:
     reason = unsafe_reason(info)
     if reason:
-        return Entry(info.name, None, actor_hint=actor, size=info.size, status="unsafe", error=f"{reason}; not read")
+        return Entry(info.name, None, actor_hint=actor, size=info.size, status="unsafe",
+                     error=f"{reason} in archive {str(path)!r}; not read")
     rel = logical_relpath(info.name, actor, kind)
     src = Source(str(path), info.name, info.offset_data, info.size)
     if comp:

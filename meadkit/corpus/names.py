@@ -8,6 +8,10 @@ from typing import Optional
 
 #: The exact frame rate ffprobe reports for MEAD videos (about 30.0005 fps).
 MEAD_FPS = Fraction(65521, 2184)
+#: Every frame rate seen in the MEAD release: 65521/2184 and 1000000/33333 (~30.0003 fps, the published M030 sample).
+MEAD_RATES = (MEAD_FPS, Fraction(1000000, 33333))
+#: A frame rate further than this (relative) from every MEAD rate is not MEAD's (25 fps re-encodes, 60 fps phones, ...).
+MEAD_RATE_TOLERANCE = 0.01
 #: Sample rate of MEAD's reference `.m4a` audio.
 MEAD_SAMPLE_RATE = 48000
 
@@ -25,6 +29,11 @@ LEVELS = (1, 2, 3)
 #: Nominal takes per (view, emotion, level) for non-neutral emotions, and for neutral level 1.
 NOMINAL_TAKES = 30
 NOMINAL_NEUTRAL_TAKES = 40
+
+def is_mead_rate(fps: Optional[Fraction]) -> bool:
+    """True if `fps` is within MEAD_RATE_TOLERANCE of one of MEAD's frame rates."""
+    return bool(fps) and any(abs(fps / r - 1) <= MEAD_RATE_TOLERANCE for r in MEAD_RATES)
+
 
 ACTOR_RE = re.compile(r"^[MW]\d{3}$")
 _EMOTION_ALIASES = {"disgust": "disgusted", "surprise": "surprised", "anger": "angry"}

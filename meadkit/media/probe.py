@@ -1,11 +1,13 @@
 """Probe a recording's container and streams without decoding it (PyAV reads the headers only)."""
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Optional
+from typing import Iterator, Optional
 
 import av
+import numpy as np
 
 from meadkit.corpus.sources import Source
 
@@ -89,3 +91,74 @@ def probe(source: Source) -> Probe:
         raise
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
         raise MediaError(f"cannot read {source}: {e}") from None
+
+
+#: Boxes on the way from `moov` to a track's sample table.
+_STBL_PATH = (b"trak", b"mdia", b"minf", b"stbl")
+
+
+def _boxes(buf: bytes, start: int = 0, end: Optional[int] = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of the ISO-BMFF boxes in buf[start:end]; stops at the first malformed one."""
+    end = len(buf) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        head = 8
+        if size == 1 and pos + 16 <= end:
+            size, head = struct.unpack_from(">Q", buf, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            return
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _sample_tables(buf: bytes, start: int, end: int, depth: int = 0) -> Iterator[dict[bytes, tuple[int, int]]]:
+    """{box type: (payload start, end)} of every track's `stbl` below a `moov` payload."""
+    for kind, a, b in _boxes(buf, start, end):
+        if kind == _STBL_PATH[depth]:
+            if depth == len(_STBL_PATH) - 1:
+                yield {k: (x, y) for k, x, y in _boxes(buf, a, b)}
+            else:
+                yield from _sample_tables(buf, a, b, depth + 1)
+
+
+def _table(buf: bytes, a: int, fmt: str, width: int) -> np.ndarray:
+    """The entries of a full box (version/flags, uint32 count, then `width` values of `fmt` each)."""
+    (n,) = struct.unpack_from(">I", buf, a + 4)
+    return np.frombuffer(buf, dtype=f">{fmt}", count=n * width, offset=a + 8).reshape(n, width).astype(np.int64)
+
+
+def _track_data_end(buf: bytes, boxes: dict[bytes, tuple[int, int]]) -> int:
+    """Byte just past the last sample of one track, from its chunk offsets, sample-to-chunk and sample sizes."""
+    if b"stco" in boxes:
+        offsets = _table(buf, boxes[b"stco"][0], "u4", 1)[:, 0]
+    elif b"co64" in boxes:
+        offsets = _table(buf, boxes[b"co64"][0], "u8", 1)[:, 0]
+    else:
+        return 0
+    if not len(offsets) or b"stsc" not in boxes or b"stsz" not in boxes:
+        return 0
+    a = boxes[b"stsz"][0]
+    fixed, count = struct.unpack_from(">II", buf, a + 4)
+    sizes = np.full(count, fixed, np.int64) if fixed else np.frombuffer(buf, ">u4", count, a + 12).astype(np.int64)
+    stsc = _table(buf, boxes[b"stsc"][0], "u4", 3)
+    per_chunk = np.zeros(len(offsets), np.int64)
+    for i, (first, n, _) in enumerate(stsc):
+        stop = stsc[i + 1][0] - 1 if i + 1 < len(stsc) else len(offsets)
+        per_chunk[first - 1 : stop] = n
+    bounds = np.minimum(np.concatenate([[0], np.cumsum(per_chunk)]), count)
+    total = np.concatenate([[0], np.cumsum(sizes)])
+    return int((offsets + total[bounds[1:]] - total[bounds[:-1]]).max())
+
+
+def sample_data_end(moov: bytes) -> int:
+    """Byte just past the furthest sample any track of a `moov` payload points at (0 if it lists none).
+
+    A file shorter than this cannot hold the frames its header claims (e.g. a cut `mdat`).
+    """
+    try:
+        return max((_track_data_end(moov, t) for t in _sample_tables(moov, 0, len(moov))), default=0)
+    except (struct.error, ValueError):  # a garbled table: the probe will judge the file
+        return 0

@@ -17,7 +17,6 @@ from PIL import Image
 from meadkit.corpus.names import VIEWS
 from meadkit.corpus.photos import BUILTIN_PHOTOS, get_photo
 from meadkit.corpus.synth import SynthConfig, _Actor
-from meadkit.corpus.synth_face import inter_ocular
 
 HERE = Path(__file__).parent
 
