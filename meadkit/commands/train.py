@@ -18,8 +18,8 @@ from meadkit.shards import VERIFY_MODES, ShardError, verify_for_reading
 verify_option = click.option(
     "--verify", type=click.Choice(VERIFY_MODES), default="full", show_default=True,
     help="Check SHARDS before reading: full = every sha256 (remembered in SHARDS/verified.json by file size and mtime, "
-         "so later runs re-hash only changed files), size = byte sizes only, none = skip this check (the dataset still "
-         "checks byte sizes). NaN/inf values read are refused in every mode.")
+         "so later runs re-hash only changed files), size = byte sizes only, none = no check. NaN/inf values read "
+         "are refused in every mode.")
 
 
 @click.command()
@@ -57,8 +57,8 @@ def command(shards: Path, run: Path, stage: str, steps: Optional[int], epochs: O
     try:
         cfg = run_config(run, config_path, [*overrides, *cli])
         verify_for_reading(shards, verify)
-        train_set = open_split(shards, "train", cfg)
-        val_set = open_split(shards, "val", cfg)
+        train_set = open_split(shards, "train", cfg, verify="none")  # checked above, as --verify says
+        val_set = open_split(shards, "val", cfg, verify="none")
         run.mkdir(parents=True, exist_ok=True)
         save_run_config(run, cfg)
         save_pipeline(run, shards)
