@@ -11,6 +11,7 @@ import os
 import click
 
 from meadkit import __version__
+from meadkit.atomic import WRITE_ERRNOS
 
 COMMANDS = ("synth", "index", "sync", "prepare", "select", "shard", "train", "evaluate", "generate", "report", "demo")
 
@@ -50,7 +51,7 @@ class UserError(click.ClickException):
 
 
 #: errnos of a place that cannot be written, told by `disk_error` with the free space or the reason.
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST)
+_WRITE_ERRNOS = WRITE_ERRNOS + (errno.EACCES, errno.EPERM, errno.EEXIST)
 
 
 def user_message(e: Exception) -> str | None:

@@ -167,7 +167,8 @@ def _probe_status(src: Source, size: Optional[int], kind: str) -> dict:
         return {**out, "status": "corrupt", "error": "no video stream in a view video"}
     if kind == "video" and out.get("n_frames") == 0:
         return {**out, "status": "corrupt", "error": "video stream holds no frames"}
-    if kind == "video" and _rate(out) and not is_mead_rate(_rate(out)):
+    rate = Fraction(out["fps_num"], out["fps_den"]) if out.get("fps_num") and out.get("fps_den") else None
+    if kind == "video" and rate and not is_mead_rate(rate):
         return {**out, "status": "odd_rate", "error": (
             f"frame rate {out.get('fps_num')}/{out.get('fps_den')} is far from MEAD's "
             f"{' and '.join(map(str, MEAD_RATES))} (~30 fps): not a MEAD recording as released; not used")}
@@ -176,10 +177,6 @@ def _probe_status(src: Source, size: Optional[int], kind: str) -> dict:
     if kind == "video" and not out.get("has_audio"):
         return {**out, "status": "no_audio", "error": "view video has no audio stream (cannot be synced by its own sound)"}
     return {**out, "status": "ok", "error": None}
-
-
-def _rate(probed: Mapping) -> Optional[Fraction]:
-    return Fraction(probed["fps_num"], probed["fps_den"]) if probed.get("fps_num") and probed.get("fps_den") else None
 
 
 #: Top-level ISO-BMFF box types; bytes after the last box that do not start one are taken as harmless padding.
@@ -315,13 +312,14 @@ def write_recordings(table: pa.Table, out: Path | str) -> Path:
 
 
 def index_into(raw: Path | str, out: Path | str, config: Optional[IndexConfig] = None, n_jobs: int = 1,
-               progress: bool = True) -> pa.Table:
-    """Index `raw` (OUT excluded) into OUT: recordings.parquet, then OUT/state/raw.json with RAW's fingerprint.
+               progress: bool = True, fingerprint: Optional[dict] = None) -> pa.Table:
+    """Index `raw` (OUT excluded) into OUT: recordings.parquet, then OUT/state/raw.json with RAW's fingerprint
+    (`fingerprint` if the caller just took it, else taken here).
 
     The fingerprint is taken before probing, so a RAW that changes during the run is reindexed next time.
     Disk errors writing OUT become `OutputDiskError` (one line).
     """
-    fingerprint = raw_fingerprint(raw, [out])
+    fingerprint = fingerprint or raw_fingerprint(raw, [out])
     table = index_corpus(raw, config, n_jobs=n_jobs, progress=progress, exclude=[out])
     try:
         write_recordings(table, out)
@@ -348,8 +346,9 @@ def raw_fingerprint(raw: Path | str, exclude: Iterable[Path | str] = ()) -> dict
     return {"root": os.path.realpath(raw), "files": n, "listing": h.hexdigest()}
 
 
-def stale_index(raw: Path | str, out: Path | str) -> Optional[str]:
-    """Why OUT's recordings.parquet does not describe `raw` as it is now (so it must be rebuilt), or None."""
+def stale_index(out: Path | str, new: dict) -> Optional[str]:
+    """Why OUT's recordings.parquet does not describe the RAW whose `raw_fingerprint` is `new` (so it must be
+    rebuilt), or None."""
     out = Path(out)
     if not (out / RECORDINGS_PATH).exists():
         return "no index yet"
@@ -357,7 +356,6 @@ def stale_index(raw: Path | str, out: Path | str) -> Optional[str]:
         old = json.loads((out / RAW_STATE_PATH).read_text())
     except (OSError, json.JSONDecodeError):
         return f"{out} does not record which RAW it was indexed from"
-    new = raw_fingerprint(raw, [out])
     if old.get("root") != new["root"]:
         return f"{out} was indexed from {old.get('root')}, not {new['root']}"
     if old.get("listing") != new["listing"]:

@@ -457,14 +457,15 @@ def _still_valid(record: Optional[dict], config_hash: str, inputs: str) -> bool:
 
 def _current_index(raw, out: Path, pipeline: Pipeline, n_jobs: int, progress: bool, reindex: bool) -> pa.Table:
     """OUT's recordings table, rebuilt first if asked, absent, or not of RAW as it is now (which is said in one line)."""
-    from meadkit.index import RECORDINGS_PATH, index_into, stale_index
+    from meadkit.index import RECORDINGS_PATH, index_into, raw_fingerprint, stale_index
 
-    why = stale_index(raw, out)
+    fingerprint = raw_fingerprint(raw, [out])  # one walk of RAW, for the check and for the new index's record
+    why = stale_index(out, fingerprint)
+    if not (reindex or why):
+        return pq.read_table(out / RECORDINGS_PATH)
     if why and (out / RECORDINGS_PATH).exists():
         _say(f"reindexing {raw}: {why}")
-    if reindex or why:
-        index_into(raw, out, pipeline.index, n_jobs=n_jobs, progress=progress)
-    return pq.read_table(out / RECORDINGS_PATH)
+    return index_into(raw, out, pipeline.index, n_jobs=n_jobs, progress=progress, fingerprint=fingerprint)
 
 
 def selected_recordings(recordings: pa.Table, filters: dict) -> pd.DataFrame:

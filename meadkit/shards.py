@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meadkit.atomic import TMP_MARK, atomic_path, disk_error, tmp_name
+from meadkit.atomic import TMP_MARK, atomic_path, disk_error, is_within, tmp_name
 from meadkit.config import check_fields
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.corpus.sources import Source
@@ -381,9 +381,8 @@ def _crashed(plan: ShardPlan, exc: BaseException) -> dict:
 def check_clip_paths(out_dir: Path | str, clips: pd.DataFrame) -> None:
     """Refuse clip rows whose file paths are absolute or resolve (through `..` or symlinks) outside OUT,
     so a hand-made selection never makes `shard` read files that are not OUT's."""
-    root = Path(out_dir).resolve()
     bad = [(r, k) for r in clips.to_dict("records") for k in _PATH_COLUMNS
-           if Path(r[k]).is_absolute() or not (root / r[k]).resolve().is_relative_to(root)]
+           if Path(r[k]).is_absolute() or not is_within(Path(out_dir) / r[k], out_dir)]
     if bad:
         (r, k), n = bad[0], len({(r["take_id"], r["view"]) for r, _ in bad})
         raise ShardError(f"{n} selected clip(s) name files outside {out_dir}, first {r['take_id']}/{r['view']}: "
@@ -642,7 +641,7 @@ def check_shards(shards_dir: Path | str, meta: Optional[dict] = None, full: bool
             f"shard set {shards_dir} is damaged ({len(problems)} problem(s)); re-run `meadkit shard` to rewrite it:\n  "
             + "\n  ".join(problems)
         )
-    if full:
+    if full and verified != seen:  # nothing new was hashed: the cache already says all this
         _write_verified(shards_dir, verified)
     return meta
 
