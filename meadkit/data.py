@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.features import mfcc_window
-from meadkit.shards import VERIFY_MODES, ShardError, check_shards, open_shard, read_index, read_meta
+from meadkit.shards import ShardError, open_shard, read_index, read_meta, verify_for_reading
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,8 @@ class ShardDataset(Dataset):
         seed: int = 0,
         verify: str = "size",
     ):
-        if verify not in VERIFY_MODES:
-            raise ValueError(f"verify must be one of {VERIFY_MODES}")
         self.dir = Path(shards_dir)
-        self.meta = read_meta(self.dir)
-        if verify != "none":
-            check_shards(self.dir, self.meta, full=verify == "full", cached=True)
+        self.meta = verify_for_reading(self.dir, verify) or read_meta(self.dir)
         if size is not None and size != self.meta["size"]:
             raise ShardError(f"{self.dir} holds {self.meta['size']}px frames, not {size}px: shard again with --size {size}")
         self.size, self.seed = self.meta["size"], int(seed)

@@ -471,14 +471,9 @@ def _current_index(raw, out: Path, pipeline: Pipeline, n_jobs: int, progress: bo
 def selected_recordings(recordings: pa.Table, filters: dict) -> pd.DataFrame:
     """The recordings rows a filtered run is about: each given filter matches, or the row has no value in that
     column (a whole archive, the reference audio for --view), so `--actor X --strict` ignores other actors' files."""
-    from meadkit.select import filter_values
+    from meadkit.select import select
 
-    df = recordings.to_pandas()
-    mask = pd.Series(True, index=df.index)
-    for column, values in filters.items():
-        if values is not None:
-            mask &= df[column].isin(filter_values(column, values)) | df[column].isna()
-    return df[mask]
+    return select(recordings.to_pandas(), keep_missing=True, **filters)
 
 
 def _say(line: str) -> None:

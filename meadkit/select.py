@@ -48,8 +48,9 @@ def load_clips(path: Path | str) -> pd.DataFrame:
     return read_table(path)
 
 
-def select(df: pd.DataFrame, **filters: Optional[Iterable]) -> pd.DataFrame:
-    """Rows of `df` where every given column takes one of the given values (None = no filter)."""
+def select(df: pd.DataFrame, keep_missing: bool = False, **filters: Optional[Iterable]) -> pd.DataFrame:
+    """Rows of `df` where every given column takes one of the given values (None = no filter); with
+    `keep_missing`, also rows with no value in a filtered column (e.g. a whole archive's row)."""
     mask = pd.Series(True, index=df.index)
     for column, values in filters.items():
         if values is None:
@@ -57,7 +58,7 @@ def select(df: pd.DataFrame, **filters: Optional[Iterable]) -> pd.DataFrame:
         wanted = filter_values(column, values)
         if column not in df.columns:
             raise SelectError(f"the manifest has no {column!r} column")
-        mask &= df[column].isin(wanted)
+        mask &= df[column].isin(wanted) | (df[column].isna() if keep_missing else False)
     return df[mask]
 
 

@@ -104,7 +104,7 @@ def fixed_indices(n: int, count: int, seed: int) -> list[int]:
 
 def open_split(shards_dir, split: str | None, cfg, verify: str = "size") -> "torch.utils.data.Dataset":
     """The shard samples of one split (the index's split column), restricted to the config's views; `verify` is
-    what the dataset checks on open ('none' where the caller already ran `shards.verify_for_reading`)."""
+    what the dataset checks on open (`shards.verify_for_reading`)."""
     from meadkit.data import ShardDataset
 
     return ShardDataset(shards_dir, split=split, views=list(cfg.train.views) or None, seed=cfg.train.seed, verify=verify)

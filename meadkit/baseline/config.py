@@ -144,11 +144,9 @@ def save_run_config(run_dir: Path | str, cfg: BaselineConfig) -> None:
 PIPELINE_FILE = "pipeline.toml"
 
 
-def save_pipeline(run_dir: Path | str, shards_dir: Path | str) -> Optional[Path]:
-    """Copy the pipeline config recorded in a shard set into RUN/pipeline.toml (None if the set has none)."""
-    from meadkit.shards import read_meta
-
-    text = read_meta(shards_dir).get("pipeline")
+def save_pipeline(run_dir: Path | str, text: Optional[str]) -> Optional[Path]:
+    """Write the pipeline config a shard set recorded (its meta.json's `pipeline`) to RUN/pipeline.toml (None if
+    the set has none)."""
     if not text:
         return None
     path = Path(run_dir) / PIPELINE_FILE

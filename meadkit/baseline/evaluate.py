@@ -120,7 +120,7 @@ def evaluate_run(run_dir: Path | str, shards_dir: Path | str, split: str = "test
     to `out` (default RUN/eval_<split>.json)."""
     verify_for_reading(shards_dir, verify)
     model = load_run(run_dir, device)
-    data = open_split(shards_dir, split, model.config, verify="none")  # checked above
+    data = open_split(shards_dir, split, model.config, verify="none")  # checked above, before the model loads
     metrics = {"run": str(run_dir), "shards": str(shards_dir), "split": split, **evaluate(model, data, max_samples, device=device)}
     write_report(metrics, out or Path(run_dir) / f"eval_{split}.json")
     return metrics

@@ -12,7 +12,7 @@ from meadkit.baseline.config import run_config, save_pipeline, save_run_config
 from meadkit.baseline.losses import VGGWeightsError
 from meadkit.baseline.train import STAGES, TrainError, train
 from meadkit.config import ConfigError
-from meadkit.shards import VERIFY_MODES, ShardError, verify_for_reading
+from meadkit.shards import VERIFY_MODES, ShardError
 
 #: `--verify` of train and evaluate.
 verify_option = click.option(
@@ -56,12 +56,11 @@ def command(shards: Path, run: Path, stage: str, steps: Optional[int], epochs: O
         cli += [f"n2e.batch_size={batch_size}", f"refine.batch_size={batch_size}"]
     try:
         cfg = run_config(run, config_path, [*overrides, *cli])
-        verify_for_reading(shards, verify)
-        train_set = open_split(shards, "train", cfg, verify="none")  # checked above, as --verify says
-        val_set = open_split(shards, "val", cfg, verify="none")
+        train_set = open_split(shards, "train", cfg, verify)
+        val_set = open_split(shards, "val", cfg, verify)  # a full check is cached by then: only stats
         run.mkdir(parents=True, exist_ok=True)
         save_run_config(run, cfg)
-        save_pipeline(run, shards)
+        save_pipeline(run, train_set.meta.get("pipeline"))
         with open(run / "train.log", "a") as logfile:
             def log(msg: str) -> None:
                 click.echo(msg)

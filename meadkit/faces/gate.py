@@ -78,7 +78,7 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
         other = mirrored()
         if other is None or disagreement(other, points) > config.mirror_max:
             reject = "unstable fit"
-    return Verdict(None if reject else points, source, quality if reject != "implausible shape" else 0.0, reject, pose)
+    return Verdict(None if reject else points, source, quality, reject, pose)  # quality is 0 when implausible
 
 
 def jumped(points: np.ndarray, previous: np.ndarray, limit: float) -> bool:
