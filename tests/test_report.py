@@ -19,10 +19,15 @@ from meadkit.manifest import read_table, write_rows
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter
 from meadkit.prepare import CLIPS_SCHEMA, STATUS_SCHEMA
-from meadkit.report import (
-    Inputs, build_report, completeness, contact_cells, corpus_table, landmark_frames, long_metrics, render_report,
-    section_audio, section_faces, section_training,
-)
+from meadkit.report import build_report, render_report
+from meadkit.report.audio import section_audio
+from meadkit.report.completeness import completeness
+from meadkit.report.contact_sheet import contact_cells
+from meadkit.report.corpus import corpus_table
+from meadkit.report.faces import section_faces
+from meadkit.report.inputs import Inputs
+from meadkit.report.landmarks import landmark_frames
+from meadkit.report.training import long_metrics, section_training
 from meadkit.sync import SYNC_SCHEMA
 
 SECTIONS = ("overview", "completeness", "problems", "sync", "faces", "audio", "training")
