@@ -3,7 +3,7 @@ measured in the same run: (a) decoding only, (c) the peer approach (detect + fit
 
 Accuracy and speed per view (all seven) on a 1080p synthetic corpus (`meadkit.corpus.synth`, made once under
 --dir) and on a clip without a face, each re-encoded once with fresh film grain every frame at a MEAD-like bitrate
-(--grain, default on: flat synthetic frames decode ~7x faster than real MEAD 1080p, which would understate b/a); worker memory on a moving real-face clip (`meadkit.faces.testclip`)
+(--grain, default on: flat synthetic frames decode ~7x faster than real MEAD 1080p, which would understate b/a); worker memory on a moving real-face clip (`meadkit.testing.face_clip`)
 of --short and --long seconds.
 
     python benchmarks/faces.py [--seconds 4] [--short 10] [--long 30] [--peer-frames 40] [--repeat 2]
@@ -35,7 +35,7 @@ from meadkit.corpus.synth import SynthConfig, default_truth_path, read_truth, sy
 from meadkit.faces import FacesConfig, backend_for, process_view
 from meadkit.faces.align import interocular
 from meadkit.faces.smooth import jitter
-from meadkit.faces.testclip import per_frame_landmarks, write_clip
+from meadkit.testing.face_clip import per_frame_landmarks, write_clip
 from meadkit.media.probe import probe
 from meadkit.media.video import VideoWriter, iter_frames
 

@@ -1,7 +1,8 @@
 """`meadkit demo`: the whole product on a small built-in synthetic corpus, step by step.
 
-Each step is the real command a user would type (run in-process), so the demo proves the
-commands themselves: synth -> prepare -> select -> shard -> train -> evaluate -> generate -> report.
+Each step is the real command a user would type, run in-process by the `run` callable the `demo` command
+passes (the CLI's own entry point), so the demo proves the commands themselves: synth -> prepare -> select ->
+shard -> train -> evaluate -> generate -> report. This module knows the steps, not the CLI.
 """
 from __future__ import annotations
 
@@ -64,17 +65,17 @@ def write_face(path: Path) -> Path:
     return path
 
 
-def run_demo(root: Path | str, quick: bool = False, jobs: int = 2, echo: Callable[[str], None] = print) -> dict[str, Path]:
-    """Run every step; raise on the first failing one. Returns the main outputs' paths."""
-    from meadkit.cli import main
-
+def run_demo(root: Path | str, run: Callable[[list[str]], None], quick: bool = False, jobs: int = 2,
+             echo: Callable[[str], None] = print) -> dict[str, Path]:
+    """Run every step with `run(args)` (one `meadkit` command line); raise on the first failing one.
+    Returns the main outputs' paths."""
     root = Path(root).resolve()
     write_face(root / "face.png")
     started = time.perf_counter()
     for title, args in steps(root, QUICK if quick else FULL, jobs):
         echo(f"\n== {title}\n$ meadkit {shlex.join(args)}")
         t = time.perf_counter()
-        main.main(args=args, prog_name="meadkit", standalone_mode=False)
+        run(args)
         echo(f"({time.perf_counter() - t:.1f} s)")
     outputs = {
         "corpus": root / "raw",

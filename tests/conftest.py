@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from fakes import SIZE, make_prepared
-from meadkit.corpus.synth import SynthConfig, pack_tars, synthesize
+from meadkit.corpus.synth import SynthConfig, synthesize
+from meadkit.testing.tars import pack_tars
 from meadkit.shards import ShardConfig, build_shards, frame_bytes
 
 #: 2 actors x (neutral, happy 3, sad 3) x 1 take x 4 views, 480x270, ~2 s, clean.

@@ -295,7 +295,7 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     from meadkit.cli import main
     from meadkit.shards import ShardConfig, build_shards
 
-    from meadkit.baseline.generate import pipeline_settings
+    from meadkit.inputs import pipeline_settings
     from meadkit.config import load_pipeline
 
     prepared, shards, run = tmp_path / "out", tmp_path / "shards", tmp_path / "run"

@@ -13,7 +13,7 @@ from meadkit.faces import (FACES_SCHEMA, FaceBackendUnavailable, FacesConfig, No
 from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity
 from meadkit.faces.backends import FAN_WEIGHTS, Detection, FanBackend, HogDetector
 from meadkit.faces.smooth import OneEuroParams, TrackSmoother, jitter
-from meadkit.faces.testclip import per_frame_landmarks, photo, write_clip
+from meadkit.testing.face_clip import per_frame_landmarks, photo, write_clip
 from meadkit.faces.track import main_face
 from meadkit.manifest import to_table
 from meadkit.media.probe import probe
@@ -186,7 +186,7 @@ def test_main_face_prefers_large_and_central():
 def test_keeps_the_main_speaker_when_a_second_face_is_in_view(tmp_path):
     import cv2
 
-    from meadkit.faces.testclip import projection
+    from meadkit.testing.face_clip import projection
 
     img, lm = photo()
     n, w, h = 20, 480, 270

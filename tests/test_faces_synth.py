@@ -9,7 +9,7 @@ from meadkit.corpus.synth import read_truth, truth_landmarks
 from meadkit.faces import FacesConfig, backend_for, process_view
 from meadkit.faces.align import interocular
 from meadkit.faces.smooth import jitter
-from meadkit.faces.testclip import per_frame_landmarks
+from meadkit.testing.face_clip import per_frame_landmarks
 
 
 #: Brows, nose, eyes and mouth. The synthetic truth projects the 3D jaw, so on a turned view the far

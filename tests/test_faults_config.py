@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from meadkit.baseline.config import load_config
-from meadkit.baseline.generate import pipeline_settings
+from meadkit.inputs import pipeline_settings
 from meadkit.cli import COMMANDS, main, user_message
 from meadkit.commands.options import Jobs
 from meadkit.config import ConfigError, load_pipeline

@@ -12,7 +12,7 @@ from meadkit.faces.backends import DlibBackend, HogDetector
 from meadkit.faces.gate import disagreement, face_height, judge, jumped
 from meadkit.faces.model3d import fit_pose, project
 from meadkit.faces.smooth import OneEuroParams, TrackSmoother
-from meadkit.faces.testclip import write_clip
+from meadkit.testing.face_clip import write_clip
 
 CFG = FacesConfig()
 

@@ -518,7 +518,7 @@ def test_tar_corpus_members_and_corrupt_tar(tiny_tar_corpus):
 
 
 def test_pack_tars_equals_synthesizing_tars(tmp_path):
-    from meadkit.corpus.synth import pack_tars
+    from meadkit.testing.tars import pack_tars
 
     cfg = dataclasses.replace(SMALL, emotions=("neutral", "happy", "sad"), views=("front", "down", "top"), defects=True)
     direct = synthesize(tmp_path / "direct", dataclasses.replace(cfg, tar=True))

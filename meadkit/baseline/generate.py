@@ -6,10 +6,9 @@ written at MEAD_FPS with the input audio muxed in, so the video lasts as long as
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
@@ -18,13 +17,13 @@ import torch
 from meadkit.atomic import atomic_path
 from meadkit.baseline.batch import to_images, to_uint8
 from meadkit.baseline.inference import load_run, resolve_device
-from meadkit.config import load_pipeline
 from meadkit.corpus.names import MEAD_FPS, PAPER_EMOTIONS
-from meadkit.corpus.sources import Source
-from meadkit.faces import FacesConfig, NoFaceError, align_image
-from meadkit.features import FeaturesConfig, compute_features, mfcc_window
-from meadkit.media.audio import load_audio
+from meadkit.inputs import align_face, speech_windows
 from meadkit.media.video import VideoWriter
+
+if TYPE_CHECKING:
+    from meadkit.faces import FacesConfig
+    from meadkit.features import FeaturesConfig
 
 #: Frames rendered per forward pass.
 CHUNK = 64
@@ -56,27 +55,6 @@ def parse_emotion(emotion: str | int) -> int:
     raise GenerateError(f"unknown emotion {emotion!r}; use one of {', '.join(PAPER_EMOTIONS)}")
 
 
-def pipeline_settings(source: Path | str) -> tuple[FacesConfig, FeaturesConfig]:
-    """The faces and features settings that made a run's training shards, from the prepared OUT folder (its
-    config.toml, written by `meadkit prepare`) or a pipeline TOML, so generate crops and featurizes alike."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "config.toml"
-    if not path.is_file():
-        raise GenerateError(f"no pipeline config at {path}: pass the prepared OUT folder (it holds config.toml) or a pipeline TOML")
-    pipeline = load_pipeline(path)
-    return pipeline.faces, pipeline.features
-
-
-def align_face(image_bgr: np.ndarray, faces_config: Optional[FacesConfig] = None) -> np.ndarray:
-    """The aligned RGB face crop of a photo, as the faces stage crops training frames."""
-    try:
-        crop, _, _, _ = align_image(image_bgr, faces_config or FacesConfig())
-    except NoFaceError as e:
-        raise GenerateError(str(e)) from None
-    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-
-
 def generate(
     run_dir: Path | str,
     image_bgr: np.ndarray,
@@ -86,12 +64,11 @@ def generate(
     out_path: Path | str,
     device: str = "cpu",
     out_size: Optional[int] = None,
-    faces_config: Optional[FacesConfig] = None,
-    features_config: Optional[FeaturesConfig] = None,
+    faces_config: Optional["FacesConfig"] = None,
+    features_config: Optional["FeaturesConfig"] = None,
 ) -> GenerateResult:
     """Write `out_path` (H.264 + AAC mp4): the face of `image_bgr` speaking `audio_path` with `emotion` at `level` (1-3);
     faces/features settings default to the built-in ones (pass those that made the training shards)."""
-    features_config = features_config or FeaturesConfig()
     e = parse_emotion(emotion)
     if level not in (1, 2, 3):
         raise GenerateError(f"level must be 1, 2 or 3, got {level}")
@@ -101,14 +78,8 @@ def generate(
     model = load_run(run_dir, dev)
     crop = align_face(image_bgr, faces_config)
     neutral = to_images(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None], model.size).to(dev)
-    try:
-        samples, sr = load_audio(Source(str(audio_path)))
-    except Exception as err:  # MediaError and friends: report, do not trace back
-        raise GenerateError(f"cannot read audio {audio_path}: {err}") from None
-    duration = len(samples) / sr
-    n_frames = max(1, math.floor(duration * MEAD_FPS + 0.5))
-    mfcc = compute_features(samples, sr, 0.0, n_frames, MEAD_FPS, features_config).mfcc
-    windows = torch.from_numpy(np.stack([mfcc_window(mfcc, i, features_config.context) for i in range(n_frames)]))
+    samples, sr, windows = speech_windows(audio_path, MEAD_FPS, features_config)
+    windows, n_frames, duration = torch.from_numpy(windows), len(windows), len(samples) / sr
     size = out_size or model.size
     size += size % 2  # yuv420p needs even sizes
     emotion_t, level_t = torch.tensor([e], device=dev), torch.tensor([level - 1], device=dev)

@@ -13,10 +13,14 @@ from meadkit.commands.options import jobs_option
 def command(root, quick, jobs):
     """Synthesize a small MEAD-shaped corpus in ROOT, prepare it, select and shard it, train the baseline
     briefly, evaluate it, generate a talking-face clip and write the HTML report; print where each output is."""
+    from meadkit.cli import main
     from meadkit.demo import run_demo
 
+    def run(args: list[str]) -> None:
+        main.main(args=args, prog_name="meadkit", standalone_mode=False)
+
     try:
-        run_demo(root, quick=quick, jobs=jobs, echo=click.echo)
+        run_demo(root, run, quick=quick, jobs=jobs, echo=click.echo)
     except click.ClickException:
         raise
     except Exception as e:  # a failing step is reported as such, not as a traceback

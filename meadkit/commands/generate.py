@@ -9,7 +9,8 @@ import cv2
 
 from meadkit.baseline.checkpoint import CheckpointError
 from meadkit.baseline.config import PIPELINE_FILE
-from meadkit.baseline.generate import generate, pipeline_settings
+from meadkit.baseline.generate import generate
+from meadkit.inputs import pipeline_settings
 from meadkit.corpus.names import PAPER_EMOTIONS
 
 

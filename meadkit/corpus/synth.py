@@ -362,7 +362,7 @@ def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
     return lms, opens
 
 
-def _tar_actor(actor: str, naming: str, corrupt: bool, stage: Path, out: Path, rows: list[dict]) -> None:
+def tar_actor(actor: str, naming: str, corrupt: bool, stage: Path, out: Path, rows: list[dict]) -> None:
     """Pack an actor's files from `stage` into video/audio tars under `out` (deterministic headers),
     fill the rows' archive/member, and with `corrupt` cut the video tar in the middle of its last member."""
     mine = [r for r in rows if r["actor"] == actor and r["written"]]
@@ -394,23 +394,9 @@ def _tar_actor(actor: str, naming: str, corrupt: bool, stage: Path, out: Path, r
                     r["defects"] = list(r["defects"]) + ["corrupt_tar"]
 
 
-def _tar_naming(naming: str, index: int) -> str:
+def actor_tar_naming(naming: str, index: int) -> str:
+    """The tar naming of the `index`-th actor (`mixed` alternates the two MEAD namings)."""
     return naming if naming != "mixed" else TAR_NAMINGS[index % 2]
-
-
-def pack_tars(src_dir: Path | str, src_truth: Path | str, out_dir: Path | str, tar_naming: str = "mixed",
-              corrupt: bool = True, truth_path: Path | str | None = None) -> Path:
-    """Repack a folder corpus written by `synthesize` as per-actor tars, as `synthesize(tar=True)` would
-    (with `corrupt`, the actor carrying `extra_level` — else the second — gets a corrupt video tar).
-    Returns the new truth's path. Lets tests reuse one rendering for both layouts."""
-    src, out = Path(src_dir), Path(out_dir)
-    rows = pq.read_table(src_truth).to_pylist()
-    actors = list(dict.fromkeys(r["actor"] for r in rows))
-    extra = [r["actor"] for r in rows if "extra_level" in (r["defects"] or [])]
-    bad = (extra[0] if extra else actors[min(1, len(actors) - 1)]) if corrupt else None
-    for index, actor in enumerate(actors):
-        _tar_actor(actor, _tar_naming(tar_naming, index), actor == bad, src, out, rows)
-    return write_rows(rows, TRUTH_SCHEMA, Path(truth_path) if truth_path else default_truth_path(out))
 
 
 def default_truth_path(out_dir: Path | str) -> Path:
@@ -481,7 +467,7 @@ def _finish_actor(config: SynthConfig, actor: str, index: int, plan: DefectPlan,
         rows.append(dict(kind="stray", actor=actor, gender=gender(actor), relpath=plan.stray, written=True,
                          has_audio=False, defects=["stray_file"]))
     if config.tar:
-        _tar_actor(actor, _tar_naming(config.tar_naming, index), actor == plan.corrupt_tar_actor, stage, out, rows)
+        tar_actor(actor, actor_tar_naming(config.tar_naming, index), actor == plan.corrupt_tar_actor, stage, out, rows)
         shutil.rmtree(stage / actor, ignore_errors=True)
 
 
