@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -464,6 +464,8 @@ def _current_index(raw, out: Path, pipeline: Pipeline, executor: Executor, reind
         return pq.read_table(out / RECORDINGS_PATH)
     if why and (out / RECORDINGS_PATH).exists():
         _say(f"reindexing {raw}: {why}")
+    if executor.progress == "log":  # --quiet: log lines for the takes and shards; the index stays silent
+        executor = replace(executor, progress="off")
     return index_into(raw, out, pipeline.index, executor=executor, fingerprint=fingerprint)
 
 

@@ -99,7 +99,8 @@ class Executor:
         return _run_pool(_Worker(fn), tasks, batches, self.n_jobs, on_crash)
 
 
-def _counted(pairs: Iterator[tuple[int, Any]], bar: Progress, ok) -> Iterator[tuple[int, Any]]:
+def _counted(pairs: Iterator[tuple[int, Any]], bar: Progress, ok: Optional[Callable[[Any], bool]]) -> Iterator[tuple[int, Any]]:
+    """The pairs as they come, each counted on `bar` (as failed when `ok(result)` is false)."""
     for i, result in pairs:
         bar.update(ok is None or bool(ok(result)))
         yield i, result
