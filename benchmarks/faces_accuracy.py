@@ -34,6 +34,7 @@ from meadkit.corpus.sources import Source
 from meadkit.corpus.synth import SynthConfig, default_truth_path, read_truth, synthesize, truth_landmarks
 from meadkit.faces.align import interocular
 from meadkit.faces.smooth import jitter
+from meadkit.runner import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +105,8 @@ def corpus(folder: Path, seconds: float, holdout: list[Path]) -> tuple[Path, Pat
     truth = default_truth_path(raw)
     if not truth.exists():
         synthesize(raw, SynthConfig(actors=len(photos), photos=tuple(photos), emotions=("happy",), levels=(3,),
-                                    takes=1, seconds=seconds, views=VIEWS, seed=5, voice="procedural", jobs=2))
+                                    takes=1, seconds=seconds, views=VIEWS, seed=5, voice="procedural"),
+                    executor=Executor(n_jobs=2, progress="off"))
     return raw, truth, photos
 
 

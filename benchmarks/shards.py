@@ -45,6 +45,7 @@ from meadkit.data import MFCC_CONTEXT, ShardDataset, collate_batch, make_loader 
 from meadkit.features import mfcc_window  # noqa: E402
 from meadkit.manifest import write_table  # noqa: E402
 from meadkit.media.video import VideoWriter, iter_frames  # noqa: E402
+from meadkit.runner import Executor  # noqa: E402
 from meadkit.shards import ShardConfig, build_shards, resize_frame  # noqa: E402
 
 CROP, SIZE, BATCH, WORKERS = 256, 128, 256, 2
@@ -270,7 +271,7 @@ def main():
         print(f"prepared folder: {len(clips)} clips, {clips['n_frames'].sum()} frames of {CROP}x{CROP} ({time.perf_counter() - t:.1f} s)")
 
         t = time.perf_counter()
-        meta = build_shards(out, work / "shards", ShardConfig(size=SIZE), n_jobs=WORKERS)
+        meta = build_shards(out, work / "shards", ShardConfig(size=SIZE), executor=Executor(WORKERS, progress="log"))
         dt = time.perf_counter() - t
         print(f"meadkit shard: {meta['n_frames']} frames in {len(meta['shards'])} shard(s), {dt:.1f} s ({meta['n_frames'] / dt:.0f} frames/s)", flush=True)
         ds = ShardDataset(work / "shards")
@@ -312,7 +313,7 @@ def main():
 
         # memory: one epoch over a shard set and over one 4x larger (the same clips, four times, other take ids)
         big = pd.concat([clips.assign(take_id=clips["take_id"] + f"x{k}") for k in range(4)], ignore_index=True)
-        build_shards(out, work / "shards4", ShardConfig(size=SIZE), clips=big, n_jobs=WORKERS)
+        build_shards(out, work / "shards4", ShardConfig(size=SIZE), clips=big, executor=Executor(WORKERS, progress="log"))
         print("\npeak loader memory over one epoch (main + 2 workers): anonymous = real; file-backed = mapped shard pages "
               "(page cache, reclaimable) + libraries; the batch ring is shared memory, in neither")
         for name, d in (("1x", work / "shards"), ("4x", work / "shards4")):

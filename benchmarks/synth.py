@@ -18,6 +18,7 @@ import numpy as np
 from meadkit.corpus.names import EMOTIONS, VIEWS
 from meadkit.corpus.synth import SynthConfig, read_truth, synthesize
 from meadkit.media.video import VideoWriter
+from meadkit.runner import Executor
 
 
 def _timed(fn):
@@ -49,10 +50,10 @@ def main() -> None:
     w, h = (int(x) for x in a.resolution.split("x"))
     config = SynthConfig(actors=a.actors, emotions=tuple(a.emotions.split(",")), levels=tuple(int(x) for x in a.levels.split(",")),
                          takes=a.takes, seconds=a.seconds, views=tuple(a.views.split(",")), width=w, height=h,
-                         voice="procedural", progress=True)
+                         voice="procedural")
     print(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
-        truth, wall, cpu = _timed(lambda: synthesize(Path(tmp) / "corpus", config))
+        truth, wall, cpu = _timed(lambda: synthesize(Path(tmp) / "corpus", config, executor=Executor()))
         df = read_truth(truth)
         frames = int(df[df.written & (df.kind == "video")].n_frames.sum())
         takes = int((df.kind == "audio").sum())

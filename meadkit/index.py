@@ -14,16 +14,13 @@ import os
 import statistics
 import struct
 from collections import Counter, defaultdict
-from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
-from joblib import Parallel, delayed, effective_n_jobs
-from tqdm.auto import tqdm
 
 from meadkit.config import check_fields
 from meadkit.atomic import atomic_path, is_within, output_error
@@ -36,6 +33,9 @@ from meadkit.corpus.names import (
 from meadkit.corpus.sources import Source
 from meadkit.manifest import to_table, write_table
 from meadkit.media.probe import MediaError, probe, sample_data_end
+
+if TYPE_CHECKING:
+    from meadkit.runner import Executor
 
 #: Where the stage writes its table, relative to the output folder.
 RECORDINGS_PATH = Path("manifests/recordings.parquet")
@@ -237,68 +237,39 @@ def _box_overrun(f, size: int) -> tuple[Optional[str], bytes]:
 # ---------------------------------------------------------------- the whole corpus
 
 
-def _probe_batch(entries: Sequence[Entry]) -> list[dict]:
-    return [probe_entry(e) for e in entries]
+def _probe_all(entries: list[Entry], executor: Optional[Executor],
+               probe: Callable[[Entry], dict] = probe_entry) -> list[dict]:
+    """Rows for `entries` in order, probed by `executor` in batches of files (in this process if None).
 
-
-def _probe_all(entries: list[Entry], n_jobs: int, progress: bool, batch_fn: Callable = _probe_batch) -> list[dict]:
-    """Rows for `entries` in order, probed in `n_jobs` processes, with a progress bar.
-
-    A file that kills its worker process (a crash inside FFmpeg) is narrowed down by re-running
-    its batch one file at a time, and becomes a `corrupt` row; the run goes on.
+    A file that kills its worker process (a crash inside FFmpeg) becomes a `corrupt` row (the executor narrows
+    a dead batch down to it); the run goes on.
     """
-    rows: list[dict] = []
-    with tqdm(total=len(entries), unit="file", desc="index", disable=not progress) as bar:
-        if n_jobs == 1 or len(entries) < 2:
-            for e in entries:
-                rows.append(probe_entry(e))
-                bar.update(1)
-            return rows
-        step = max(1, min(64, len(entries) // (effective_n_jobs(n_jobs) * 8)))
-        pending = [entries[i : i + step] for i in range(0, len(entries), step)]
-        while pending:
-            done = 0
-            try:
-                for got in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(batch_fn)(b) for b in pending):
-                    rows.extend(got)
-                    bar.update(len(got))
-                    done += 1
-                pending = []
-            except BrokenExecutor as e:
-                failed, pending = pending[done], pending[done + 1 :]
-                if len(failed) > 1:
-                    pending = [[x] for x in failed] + pending
-                    continue
-                got = _probe_alone(failed[0], batch_fn, e)
-                rows.append(got)
-                bar.update(1)
-    return rows
+    if executor is None:
+        return [probe(e) for e in entries]
+    return list(executor.map(probe, entries, on_crash=_crashed_probe, label="index", unit="files",
+                             ok=lambda row: row["status"] in USABLE_STATUSES, batch=64, ordered=True))
 
 
-def _probe_alone(entry: Entry, batch_fn: Callable, crash: BaseException) -> dict:
-    """Probe one entry in a worker of its own; if that worker dies too, the entry is a `corrupt` row."""
-    try:
-        (row,) = Parallel(n_jobs=2)([delayed(batch_fn)([entry])])[0]
-        return row
-    except BrokenExecutor:
-        why = f"probing this file crashed the worker process ({type(crash).__name__})"
-        return probe_entry(replace(entry, status="corrupt", error=why))  # a preset status: not probed again
+def _crashed_probe(entry: Entry, crash: BaseException) -> dict:
+    """The `corrupt` row of an entry whose probing killed its worker process."""
+    why = f"probing this file crashed the worker process ({type(crash).__name__})"
+    return probe_entry(replace(entry, status="corrupt", error=why))  # a preset status: not probed again
 
 
 def index_corpus(
     raw: Path | str,
     config: Optional[IndexConfig] = None,
-    n_jobs: int = 1,
-    progress: bool = True,
     exclude: Iterable[Path | str] = (),
+    executor: Optional[Executor] = None,
 ) -> pa.Table:
-    """Discover, probe and cross-check every recording under `raw`; a table in `RECORDINGS_SCHEMA`.
+    """Discover, probe (with `executor`; in this process if None) and cross-check every recording under `raw`;
+    a table in `RECORDINGS_SCHEMA`.
 
     `raw` is a MEAD tree, a folder of per-actor tars, a mix, or a single tar. Folders in
     `exclude` (e.g. the output folder) are skipped. Never raises on bad recordings.
     """
     config = config or IndexConfig()
-    rows = _probe_all(discover(raw, exclude), n_jobs, progress)
+    rows = _probe_all(discover(raw, exclude), executor)
     rows = cross_check(rows, config)
     for r in rows:
         r["known"] = known_defect(r.get("relpath"))
@@ -311,8 +282,8 @@ def write_recordings(table: pa.Table, out: Path | str) -> Path:
     return write_table(table, Path(out) / RECORDINGS_PATH)
 
 
-def index_into(raw: Path | str, out: Path | str, config: Optional[IndexConfig] = None, n_jobs: int = 1,
-               progress: bool = True, fingerprint: Optional[dict] = None) -> pa.Table:
+def index_into(raw: Path | str, out: Path | str, config: Optional[IndexConfig] = None,
+               executor: Optional[Executor] = None, fingerprint: Optional[dict] = None) -> pa.Table:
     """Index `raw` (OUT excluded) into OUT: recordings.parquet, then OUT/state/raw.json with RAW's fingerprint
     (`fingerprint` if the caller just took it, else taken here).
 
@@ -320,7 +291,7 @@ def index_into(raw: Path | str, out: Path | str, config: Optional[IndexConfig] =
     Disk errors writing OUT become `OutputDiskError` (one line).
     """
     fingerprint = fingerprint or raw_fingerprint(raw, [out])
-    table = index_corpus(raw, config, n_jobs=n_jobs, progress=progress, exclude=[out])
+    table = index_corpus(raw, config, exclude=[out], executor=executor)
     try:
         write_recordings(table, out)
         with atomic_path(Path(out) / RAW_STATE_PATH) as tmp:

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -31,6 +31,7 @@ from meadkit.config import Pipeline
 from meadkit.corpus.names import TakeKey
 from meadkit.lock import OutputLock
 from meadkit.manifest import write_rows
+from meadkit.runner import Executor
 from meadkit.splits import assign_splits
 
 #: Recording statuses whose file can be used (the reference audio may be short: features pad it).
@@ -386,12 +387,13 @@ def run_prepare(
 
     out = Path(out)
     started = time.perf_counter()
+    executor = Executor(n_jobs, backend, scheduler, "bar" if progress else "log")
     note = check_out_of_raw(raw, out)
     if note:
         _say(note)
     with OutputLock(out):
         try:
-            summary = _prepare_locked(raw, out, pipeline, n_jobs, backend, scheduler, stages, reindex, progress, shards, filters)
+            summary = _prepare_locked(raw, out, pipeline, executor, stages, reindex, shards, filters)
         except OSError as e:
             err = output_error(e, out)
             if err is None:
@@ -401,12 +403,10 @@ def run_prepare(
     return summary
 
 
-def _prepare_locked(raw, out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, stages: tuple[str, ...],
-                    reindex: bool, progress: bool, shards: bool, filters: dict) -> PrepareSummary:
+def _prepare_locked(raw, out: Path, pipeline: Pipeline, executor: Executor, stages: tuple[str, ...], reindex: bool,
+                    shards: bool, filters: dict) -> PrepareSummary:
     """`run_prepare` once OUT's lock is held."""
     from meadkit.index import RECORDINGS_PATH
-    from meadkit.progress import Progress
-    from meadkit.runner import run_tasks
 
     summary = PrepareSummary()
     remove_orphans(out)
@@ -414,7 +414,7 @@ def _prepare_locked(raw, out: Path, pipeline: Pipeline, n_jobs: int, backend: st
         _check_face_backend(pipeline)
     config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
     (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
-    recordings = _current_index(raw, out, pipeline, n_jobs, progress, reindex)
+    recordings = _current_index(raw, out, pipeline, executor, reindex)
     summary.recording_status = Counter(selected_recordings(recordings, filters)["status"])
     summary.manifests = {"recordings": out / RECORDINGS_PATH}
     if not stages:
@@ -435,18 +435,17 @@ def _prepare_locked(raw, out: Path, pipeline: Pipeline, n_jobs: int, backend: st
         commit_record(out, record)
         return record
 
-    with Progress(len(todo), "takes", enabled=progress) as bar:
-        for record in run_tasks(TakeJob(pipeline, config_hash), todo, n_jobs, backend, scheduler, on_crash=crashed):
-            done[record["take_id"]] = record
-            summary.frames += record.get("n_frames", 0) * sum(c["status"] == "ok" for c in record["clips"])
-            bar.update(ok=record["status"] == "ok")
+    for record in executor.map(TakeJob(pipeline, config_hash), todo, on_crash=crashed, label="prepare", unit="takes",
+                               ok=lambda r: r["status"] == "ok"):
+        done[record["take_id"]] = record
+        summary.frames += record.get("n_frames", 0) * sum(c["status"] == "ok" for c in record["clips"])
     wanted = {t.key.id for t in tasks}
     records = [r for k, r in done.items() if k in wanted]
     summary.manifests |= write_manifests(out, records, pipeline)
     summary.take_status = Counter(r["status"] for r in records)
     summary.clip_status = Counter(c["status"] for r in records for c in r["clips"])
     if shards and "faces" in stages and "features" in stages:
-        summary.manifests["shards"] = _shards(out, pipeline, n_jobs, backend, scheduler, progress)
+        summary.manifests["shards"] = _shards(out, pipeline, executor)
     return summary
 
 
@@ -455,7 +454,7 @@ def _still_valid(record: Optional[dict], config_hash: str, inputs: str) -> bool:
     return bool(record) and record.get("config_hash") == config_hash and record.get("inputs") == inputs
 
 
-def _current_index(raw, out: Path, pipeline: Pipeline, n_jobs: int, progress: bool, reindex: bool) -> pa.Table:
+def _current_index(raw, out: Path, pipeline: Pipeline, executor: Executor, reindex: bool) -> pa.Table:
     """OUT's recordings table, rebuilt first if asked, absent, or not of RAW as it is now (which is said in one line)."""
     from meadkit.index import RECORDINGS_PATH, index_into, raw_fingerprint, stale_index
 
@@ -465,7 +464,9 @@ def _current_index(raw, out: Path, pipeline: Pipeline, n_jobs: int, progress: bo
         return pq.read_table(out / RECORDINGS_PATH)
     if why and (out / RECORDINGS_PATH).exists():
         _say(f"reindexing {raw}: {why}")
-    return index_into(raw, out, pipeline.index, n_jobs=n_jobs, progress=progress, fingerprint=fingerprint)
+    if executor.progress == "log":  # --quiet: log lines for the takes and shards; the index stays silent
+        executor = replace(executor, progress="off")
+    return index_into(raw, out, pipeline.index, executor=executor, fingerprint=fingerprint)
 
 
 def selected_recordings(recordings: pa.Table, filters: dict) -> pd.DataFrame:
@@ -490,13 +491,13 @@ def _check_face_backend(pipeline: Pipeline) -> None:
         raise RuntimeError(f"face backend {pipeline.faces.backend!r} unavailable: {e}") from None
 
 
-def _shards(out: Path, pipeline: Pipeline, n_jobs: int, backend: str, scheduler, progress: bool) -> str:
+def _shards(out: Path, pipeline: Pipeline, executor: Executor) -> str:
     """Default shards of every ok clip in OUT/shards; a corpus with no usable clip gets a note, not a crash (a full
     disk or another shard run raises: the manifests are written, and the old shard set is intact)."""
     from meadkit.shards import NoClipsError, build_shards
 
     try:
-        meta = build_shards(out, out / "shards", pipeline.shards, n_jobs=n_jobs, backend=backend, scheduler=scheduler, progress=progress)
+        meta = build_shards(out, out / "shards", pipeline.shards, executor=executor)
     except NoClipsError as e:
         return f"not written: {e}"
     return f"{out / 'shards'} ({meta['n_clips']} clips, {meta['n_frames']} frames, {len(meta['shards'])} shard(s))"

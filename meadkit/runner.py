@@ -1,28 +1,40 @@
-"""Run one function over many small tasks: in-process, a local process pool, or a Dask cluster.
+"""The one place work is run: a stage's tasks in this process, in local worker processes, or on a Dask cluster.
 
-Workers get a task and return a small JSON-able record; frames never travel. Each worker uses
-one thread for BLAS/OpenCV/torch, so parallelism comes from processes. Results arrive as they
-finish, so the caller can show progress and commit records one by one.
+A stage gives an `Executor` a picklable function and its tasks; the executor yields the results (in completion
+or in task order), drives one progress display, runs every worker single-threaded (BLAS/OpenCV/torch:
+parallelism comes from processes), and turns a task that raised, or whose worker died, into the stage's own
+crash record. Workers return small records; frames never travel.
 
-The local pool is the standard library's: its workers live for the whole run (loky, joblib's
-backend, replaces any worker whose memory grew by 300 MB after its first task — every take
-worker, once the face models and 1080p buffers are in — and pays the imports and model loads
-again). A worker that dies (segfault, out of memory) breaks the pool: its in-flight tasks are
-then rerun one at a time in fresh processes, so only the task that kills a process alone is
-recorded as crashed.
+Local workers are spawned (no inherited threads or locks) and live for the whole map. Small tasks travel in
+batches. A worker that dies (segfault, out of memory) breaks the pool: the batches in flight are split into
+single tasks and run again, and a single task in flight then is rerun alone in a fresh process, so only the
+task that kills a process alone gets a crash record.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
+import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
+
+from meadkit.progress import PROGRESS_MODES, Progress
 
 BACKENDS = ("local", "dask")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+#: A task's crash handler: (task, exception) -> the record the stage keeps for it.
+OnCrash = Callable[[Any, BaseException], Any]
+#: Retries a batch that failed as a whole (True), or declines (False: its task gets the crash record).
+_Retry = Callable[[list, BaseException], bool]
+
+
+class WorkerDied(RuntimeError):
+    """A task's worker process died without a Python exception (segfault, out of memory, os._exit)."""
 
 
 def single_threaded() -> None:
@@ -36,77 +48,123 @@ def single_threaded() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def run_tasks(
-    fn: Callable[[Any], dict],
-    tasks: Iterable[Any],
-    n_jobs: int = 1,
-    backend: str = "local",
-    scheduler: Optional[str] = None,
-    on_crash: Optional[Callable[[Any, BaseException], dict]] = None,
-) -> Iterator[dict]:
-    """Yield `fn(task)` for every task, in completion order.
+@dataclass(frozen=True)
+class Executor:
+    """How tasks run: `n_jobs` local processes (1 = in this process, no pool), or a Dask cluster at `scheduler`
+    (an address or a `distributed.Client`) with `backend='dask'`; progress shown as `progress` says
+    ('bar', 'log' lines, or 'off')."""
 
-    `fn` should turn bad input into a record itself; if a worker still raises (or dies),
-    `on_crash(task, exc)` makes the record so the run goes on.
-    """
-    tasks = list(tasks)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}")
-    if backend == "dask":
-        yield from _run_dask(fn, tasks, scheduler, on_crash)
-    elif n_jobs == 1:
-        for task in tasks:
-            yield _guarded(fn, task, on_crash)
-    else:
-        yield from _run_pool(fn, tasks, n_jobs, on_crash)
+    n_jobs: int = 1
+    backend: str = "local"
+    scheduler: Any = None
+    progress: str = "bar"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.backend == "dask" and not self.scheduler:
+            raise ValueError("--backend dask needs --scheduler tcp://HOST:PORT (start one with `dask scheduler`)")
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+            raise ValueError(f"n_jobs must be a number of processes >= 1, not {self.n_jobs!r}")
+        if self.progress not in PROGRESS_MODES:
+            raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {self.progress!r}")
+
+    def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any], *, on_crash: Optional[OnCrash] = None,
+            label: str = "", unit: str = "tasks", ok: Optional[Callable[[Any], bool]] = None, batch: int = 1,
+            ordered: bool = False) -> Iterator[Any]:
+        """Yield `fn(task)` for every task, in completion order (or in task order with `ordered`, each as soon as
+        the ones before it are in).
+
+        `fn` should turn bad input into a result itself; a task that still raises, or whose worker dies, gets
+        `on_crash(task, exc)`, called in this process (without it, the exception propagates). Up to `batch` tasks
+        go to a worker per call (fewer when there are few tasks, so every worker gets some 8 calls). The progress
+        display is labelled `label`, counts `unit`, and counts a result as failed when `ok(result)` is false.
+        """
+        tasks = list(tasks)
+        with Progress(len(tasks), unit, self.progress, label) as bar:
+            pairs = self._pairs(fn, tasks, on_crash, batch)
+            try:
+                counted = _counted(pairs, bar, ok)
+                yield from _in_order(counted) if ordered else (result for _, result in counted)
+            finally:
+                pairs.close()  # stops the workers now, also when the caller stops early
+
+    def _pairs(self, fn, tasks: list, on_crash: Optional[OnCrash], batch: int) -> Iterator[tuple[int, Any]]:
+        """(task position, result) of every task, in completion order."""
+        if self.backend == "local" and self.n_jobs == 1:
+            return ((i, _guarded(fn, task, on_crash)) for i, task in enumerate(tasks))
+        batches = _batches(len(tasks), batch, self.n_jobs)
+        if self.backend == "dask":
+            return _run_dask(_Worker(fn), tasks, batches, self.scheduler, on_crash)
+        return _run_pool(_Worker(fn), tasks, batches, self.n_jobs, on_crash)
 
 
-def _guarded(fn, task, on_crash):
+def _counted(pairs: Iterator[tuple[int, Any]], bar: Progress, ok: Optional[Callable[[Any], bool]]) -> Iterator[tuple[int, Any]]:
+    """The pairs as they come, each counted on `bar` (as failed when `ok(result)` is false)."""
+    for i, result in pairs:
+        bar.update(ok is None or bool(ok(result)))
+        yield i, result
+
+
+def _in_order(pairs: Iterator[tuple[int, Any]]) -> Iterator[Any]:
+    """The results of (position, result) pairs in position order, each as soon as all before it are in."""
+    waiting, upto = {}, 0
+    for i, result in pairs:
+        waiting[i] = result
+        while upto in waiting:
+            yield waiting.pop(upto)
+            upto += 1
+
+
+def _batches(n: int, batch: int, n_jobs: int) -> list[list[int]]:
+    """Positions 0..n-1 in batches of up to `batch`, small enough that each of `n_jobs` workers gets some 8."""
+    step = max(1, min(batch, n // (n_jobs * 8)))
+    return [list(range(i, min(i + step, n))) for i in range(0, n, step)]
+
+
+def _crash(on_crash: Optional[OnCrash], task, exc: BaseException):
+    if on_crash is None:
+        raise exc
+    return on_crash(task, exc)
+
+
+def _guarded(fn, task, on_crash: Optional[OnCrash]):
     try:
         return fn(task)
     except Exception as e:  # a record of the failure keeps the run alive
-        if on_crash is None:
-            raise
-        return on_crash(task, e)
+        return _crash(on_crash, task, e)
 
 
-def _run_pool(fn, tasks, n_jobs, on_crash) -> Iterator[dict]:
-    queue, suspects = deque(tasks), deque()
-    while queue or suspects:
-        if suspects:  # tasks in flight when a worker died: each alone, so the culprit is found
-            yield from _run_alone(fn, suspects.popleft(), on_crash)
-            continue
-        with _pool(n_jobs) as pool:
-            inflight = {}
-            while queue or inflight:
-                while queue and len(inflight) < 2 * n_jobs:
-                    task = queue.popleft()
-                    inflight[pool.submit(_SingleThreaded(fn), task)] = task
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                    suspects.extend(inflight.values())
-                    break
-                for fut in done:
-                    yield _outcome(fut, inflight.pop(fut), on_crash)
+class _Worker:
+    """`fn` over a batch of tasks in a worker, single-threaded: (True, result) or (False, exception) per task, so
+    an exception is its own task's alone (a class, so it pickles for process pools and Dask)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, batch: list) -> list[tuple[bool, Any]]:
+        single_threaded()
+        out = []
+        for task in batch:
+            try:
+                out.append((True, self.fn(task)))
+            except Exception as e:
+                e.add_note("in the worker process:\n" + traceback.format_exc())  # the traceback does not travel
+                out.append((False, e))
+        return out
 
 
-def _run_alone(fn, task, on_crash) -> Iterator[dict]:
-    with _pool(1) as pool:
-        fut = pool.submit(_SingleThreaded(fn), task)
-        wait([fut])
-        yield _outcome(fut, task, on_crash)
-
-
-def _outcome(fut, task, on_crash) -> dict:
-    """The future's record, or `on_crash`'s record for a task whose worker raised or died."""
-    exc = fut.exception()
+def _finished(batch: list[int], outcomes: Optional[list], exc: Optional[BaseException], tasks: list,
+              on_crash: Optional[OnCrash], retry: Optional[_Retry]) -> Iterator[tuple[int, Any]]:
+    """The pairs of a finished batch: each task's outcome; or, when the batch failed as a whole (`exc`: its worker
+    died, or its results could not travel back), nothing if `retry` takes it back, else its task's crash record."""
     if exc is None:
-        return fut.result()
-    if on_crash is None:
-        raise exc
-    if isinstance(exc, BrokenProcessPool):
-        exc = RuntimeError(f"the worker process died ({exc})")
-    return on_crash(task, exc)
+        for i, (ok, value) in zip(batch, outcomes):
+            yield i, value if ok else _crash(on_crash, tasks[i], value)
+    elif retry is None or not retry(batch, exc):
+        if isinstance(exc, BrokenProcessPool):
+            exc = WorkerDied(f"the worker process died ({exc})")
+        yield batch[0], _crash(on_crash, tasks[batch[0]], exc)
 
 
 def _pool(n_jobs: int) -> ProcessPoolExecutor:
@@ -114,37 +172,89 @@ def _pool(n_jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
-class _SingleThreaded:
-    """`fn` run in single-threaded mode (a class, so it pickles for process pools and Dask)."""
+def _run_pool(worker: _Worker, tasks: list, batches: list[list[int]], n_jobs: int,
+              on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    queue, alone = deque(batches), deque()
+    while queue or alone:
+        if alone:  # a task in flight when a worker died: alone, so only the one that kills a process is recorded
+            yield from _run_alone(worker, tasks, alone.popleft(), on_crash)
+        else:
+            yield from _pool_round(worker, tasks, queue, alone, n_jobs, on_crash)
 
-    def __init__(self, fn):
-        self.fn = fn
 
-    def __call__(self, task):
-        single_threaded()
-        return self.fn(task)
+def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs: int,
+                on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    """Queued batches through one pool until none is left or a worker dies: then every batch in flight fails, a
+    batch of several is split into single tasks (queued first) and a single task goes to `alone`."""
+
+    def retry(batch: list[int], exc: BaseException) -> bool:
+        if len(batch) > 1:
+            queue.extendleft([i] for i in reversed(batch))
+            return True
+        if isinstance(exc, BrokenProcessPool):
+            alone.append(batch)
+            return True
+        return False
+
+    pool, inflight = _pool(n_jobs), {}
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < 2 * n_jobs:
+                batch = queue.popleft()
+                inflight[pool.submit(worker, [tasks[i] for i in batch])] = batch
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            broken = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
+            if broken:
+                done = wait(inflight).done  # a dead worker ends every future in flight
+            for fut in done:
+                exc = fut.exception()
+                yield from _finished(inflight.pop(fut), None if exc else fut.result(), exc, tasks, on_crash, retry)
+            if broken:
+                return
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_dask(fn, tasks, scheduler, on_crash) -> Iterator[dict]:
+def _run_alone(worker: _Worker, tasks: list, batch: list[int], on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    """One task in a fresh process of its own; if that one dies too, the task gets its crash record."""
+    with _pool(1) as pool:
+        fut = pool.submit(worker, [tasks[i] for i in batch])
+        exc = fut.exception()
+    yield from _finished(batch, None if exc else fut.result(), exc, tasks, on_crash, None)
+
+
+def _run_dask(worker: _Worker, tasks: list, batches: list[list[int]], scheduler,
+              on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    """Batches as Dask tasks; a batch of several that fails as a whole (its worker died) is resubmitted task by task."""
     try:
         from distributed import Client, as_completed
     except ImportError:  # pragma: no cover - dask[distributed] is a dependency
         raise RuntimeError("the dask backend needs `pip install dask[distributed]`") from None
-    if not scheduler:
-        raise ValueError("--backend dask needs --scheduler tcp://HOST:PORT (start one with `dask scheduler`)")
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    pending, batch_of = as_completed(), {}
+
+    def submit(batch: list[int]) -> None:
+        fut = client.submit(worker, [tasks[i] for i in batch], pure=False)
+        batch_of[fut] = batch
+        pending.add(fut)
+
+    def retry(batch: list[int], exc: BaseException) -> bool:
+        if len(batch) == 1:
+            return False
+        for i in batch:
+            submit([i])
+        return True
+
     try:
-        wrapped = _SingleThreaded(fn)
-        futures = {client.submit(wrapped, t, pure=False): t for t in tasks}
-        for fut in as_completed(futures):
+        for batch in batches:
+            submit(batch)
+        for fut in pending:
             try:
-                yield fut.result()
+                outcomes, exc = fut.result(), None
             except Exception as e:
-                if on_crash is None:
-                    raise
-                yield on_crash(futures[fut], e)
-            finally:
-                fut.release()
+                outcomes, exc = None, e
+            fut.release()
+            yield from _finished(batch_of.pop(fut), outcomes, exc, tasks, on_crash, retry)
     finally:
         if client is not scheduler:
             client.close()

@@ -18,7 +18,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -34,8 +34,10 @@ from meadkit.lock import OutputLock
 from meadkit.manifest import read_table, write_table
 from meadkit.media.probe import MediaError
 from meadkit.media.video import iter_frames
-from meadkit.runner import run_tasks
 from meadkit.select import select
+
+if TYPE_CHECKING:
+    from meadkit.runner import Executor
 
 log = logging.getLogger(__name__)
 
@@ -358,17 +360,31 @@ def _clean(shards_dir: Path, keep: set[str]) -> None:
 
 
 class _ShardJob:
-    """`write_shard` bound to its folders and config (a class, so it pickles for process pools and Dask)."""
+    """`write_shard` bound to its folders and config (a class, so it pickles for process pools and Dask); a shard
+    that raises gets `_crashed`'s record."""
 
     def __init__(self, out_dir: Path, shards_dir: Path, config: ShardConfig):
         self.out_dir, self.shards_dir, self.config = out_dir, shards_dir, config
 
     def __call__(self, plan: ShardPlan) -> dict:
-        return write_shard(self.out_dir, self.shards_dir, plan, self.config)
+        try:
+            return write_shard(self.out_dir, self.shards_dir, plan, self.config)
+        except Exception as e:  # a record of the failure keeps the build going
+            return _crashed(plan, e)
+
+
+def _write_shards(out_dir: Path, shards_dir: Path, config: ShardConfig, plans: list[ShardPlan],
+                  executor: Optional[Executor]) -> Iterator[dict]:
+    """The record of every planned shard, written by `executor` (in this process if None), in completion order."""
+    job = _ShardJob(out_dir, shards_dir, config)
+    if executor is None:
+        return map(job, plans)
+    return executor.map(job, plans, on_crash=_crashed, label="shards", unit="shards",
+                        ok=lambda rec: all(c["status"] == "ok" for c in rec["clips"]))
 
 
 def _crashed(plan: ShardPlan, exc: BaseException) -> dict:
-    """The record of a shard whose worker died: every clip of it fails with the reason. A full disk is not
+    """The record of a shard that raised or whose worker died: every clip of it fails with the reason. A full disk is not
     a clip's fault: it stops the build (re-raised), so the live set is never swapped for a set of holes."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         raise exc
@@ -515,10 +531,7 @@ def build_shards(
     shards_dir: Path | str,
     config: ShardConfig = ShardConfig(),
     clips: Optional[pd.DataFrame] = None,
-    n_jobs: int = 1,
-    backend: str = "local",
-    scheduler=None,
-    progress: bool = False,
+    executor: Optional[Executor] = None,
 ) -> dict:
     """Write the shard set of `clips` (default: every clip with status ok in OUT/manifests/clips.parquet).
 
@@ -526,10 +539,8 @@ def build_shards(
     sibling folder (`_staging`; finished shards of the live set or of a killed build with the same inputs
     and config are kept, by hard link) after a free-space check, and replaces SHARDS by rename only when
     meta.json is written: until then the old set stays valid, also on a full disk (a one-line ShardError).
-    Shards are written in parallel (`meadkit.runner`: local processes or Dask, one thread each). Returns meta.
+    Shards are written by `executor` (in this process if None). Returns meta.
     """
-    from meadkit.progress import Progress
-
     out_dir, shards_dir = Path(out_dir), Path(shards_dir)
     if clips is None:
         clips = select(read_table(out_dir / "manifests" / "clips.parquet"), status=["ok"])
@@ -547,11 +558,7 @@ def build_shards(
             todo = _reuse(shards_dir, stage, plans)
             needed = sum(p.n_frames for p in todo) * frame_bytes(config.size)
             _check_space(shards_dir, needed)
-            by_name = {}
-            with Progress(len(plans), "shards", enabled=progress) as bar:
-                for rec in run_tasks(_ShardJob(out_dir, stage, config), plans, n_jobs, backend, scheduler, on_crash=_crashed):
-                    by_name[rec["name"]] = rec
-                    bar.update(ok=all(c["status"] == "ok" for c in rec["clips"]))
+            by_name = {rec["name"]: rec for rec in _write_shards(out_dir, stage, config, plans, executor)}
             pipeline = out_dir / "config.toml"
             meta = _write_set_files(stage, clips, plans, [by_name[p.name] for p in plans], config,
                                     pipeline.read_text() if pipeline.is_file() else None)

@@ -30,7 +30,7 @@ FRONT = video_relpath("M003", "front", "happy", 1, 1)
 
 
 def _table(raw: Path) -> pd.DataFrame:
-    return index_corpus(raw, IndexConfig(), n_jobs=1, progress=False).to_pandas()
+    return index_corpus(raw, IndexConfig()).to_pandas()
 
 
 def _row(df: pd.DataFrame, relpath: str) -> dict:
@@ -168,7 +168,7 @@ def test_a_rate_far_from_mead_is_flagged_and_sync_keeps_the_mead_rate_view(tmp_p
     row = _row(df, video_relpath("M003", "down", "happy", 1, 1))
     assert row["status"] == "odd_rate" and "25/1 is far from MEAD's 65521/2184 and 1000000/33333" in row["error"]
     assert _row(df, FRONT)["status"] == "ok"
-    probes = {r["relpath"]: Probe.from_row(r) for r in index_corpus(raw, progress=False).to_pylist()}
+    probes = {r["relpath"]: Probe.from_row(r) for r in index_corpus(raw).to_pylist()}
     for order in (("down", "front"), ("front", "down")):  # a 1:1 tie keeps the MEAD-rate view whichever comes first
         paths = {"down": odd, "front": mead}
         views = {v: (Source(str(paths[v])), probes[str(paths[v].relative_to(raw))]) for v in order}
@@ -316,7 +316,7 @@ def _task(tmp_path: Path, stages=("sync",)):
 
     raw = tmp_path / "raw"
     _take(raw, "M003", 1)
-    (task,) = make_tasks(index_corpus(raw, progress=False), tmp_path / "out", stages)
+    (task,) = make_tasks(index_corpus(raw), tmp_path / "out", stages)
     return task
 
 

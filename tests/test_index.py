@@ -87,7 +87,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(corpus):
-    return index_corpus(corpus[0], IndexConfig(), n_jobs=1, progress=False)
+    return index_corpus(corpus[0], IndexConfig())
 
 
 def _non_ok(df: pd.DataFrame) -> dict[tuple, str]:
@@ -144,13 +144,15 @@ def test_gaps_and_counts(table):
 
 
 def test_short_audio_tolerance_is_configurable(corpus):
-    df = index_corpus(corpus[0], IndexConfig(short_audio_tolerance_s=1.2), progress=False).to_pandas()
+    df = index_corpus(corpus[0], IndexConfig(short_audio_tolerance_s=1.2)).to_pandas()
     assert "short_audio" not in set(df["status"])
 
 
 @pytest.mark.slow
 def test_parallel_run_gives_the_same_table(corpus, table):
-    assert index_corpus(corpus[0], IndexConfig(), n_jobs=2, progress=False).equals(table)
+    from meadkit.runner import Executor
+
+    assert index_corpus(corpus[0], IndexConfig(), executor=Executor(n_jobs=2, progress="off")).equals(table)
 
 
 def test_tar_members_probe_like_the_files_they_came_from(corpus, table, tmp_path):
@@ -230,7 +232,7 @@ def test_manifest_reads_with_pyarrow_and_pandas_and_keeps_its_schema(corpus, tmp
     assert t2.schema.equals(RECORDINGS_SCHEMA, check_metadata=False)
     assert not any(str(f.type) == "null" for f in t2.schema)
     (tmp_path / "empty").mkdir()
-    empty = index_corpus(tmp_path / "empty", progress=False)
+    empty = index_corpus(tmp_path / "empty")
     assert empty.num_rows == 0 and empty.schema.equals(RECORDINGS_SCHEMA)
     assert "0 files" in summarize(empty)
 
@@ -244,8 +246,8 @@ def test_clean_corpus_in_tree_and_in_tars_is_all_ok(tmp_path):
     tars = tmp_path / "tars"
     _tar(tars / "W009_video.tar", {p.relative_to(tree / "W009").as_posix(): p for p in (tree / "W009" / "video").rglob("*.mp4")})
     _tar(tars / "W009_audio.tar", {p.relative_to(tree / "W009").as_posix(): p for p in (tree / "W009" / "audio").rglob("*.m4a")})
-    a = index_corpus(tree, progress=False).to_pandas()
-    b = index_corpus(tars, progress=False).to_pandas()
+    a = index_corpus(tree).to_pandas()
+    b = index_corpus(tars).to_pandas()
     for df in (a, b):
         assert len(df) == 8 and df["status"].eq("ok").all()
         assert sorted(df["relpath"]) == sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.*"))
@@ -284,7 +286,7 @@ def test_synthetic_defects_show_up_and_nothing_else(request, fixture):
     truth = read_truth(truth_path)
     expected, gone = _expected_from_truth(truth)
     assert set(_STATUS_OF_DEFECT.values()) <= set(expected.values()) and gone  # every defect kind is in the corpus
-    table = index_corpus(raw, n_jobs=1, progress=False)
+    table = index_corpus(raw)
     df = table.to_pandas()
     assert {k: v for k, v in _non_ok(df).items() if k[1] != "archive"} == expected
     archives = df[df["kind"] == "archive"]
@@ -306,7 +308,7 @@ def test_clean_synthetic_corpus_is_all_ok_and_matches_the_truth(tiny_corpus):
 
     raw, truth_path = tiny_corpus
     truth = read_truth(truth_path).assign(slot=lambda t: t["view"].fillna("audio"))
-    df = index_corpus(raw, progress=False).to_pandas().assign(slot=lambda t: t["view"].fillna("audio"))
+    df = index_corpus(raw).to_pandas().assign(slot=lambda t: t["view"].fillna("audio"))
     assert (df["status"] == "ok").all() and df["error"].isna().all()
     assert len(df) == len(truth) == truth["written"].sum()
     m = df.merge(truth, on=["take_id", "slot"], suffixes=("", "_true"), validate="one_to_one")
@@ -323,25 +325,26 @@ def test_clean_synthetic_corpus_is_all_ok_and_matches_the_truth(tiny_corpus):
     assert dict(zip(zip(c["actor"], c["slot"]), c["found"])) == want.to_dict()
 
 
-def _crash_on_002(entries):
-    """A probe batch whose worker dies on any take 002 (stands in for FFmpeg crashing on a hostile file)."""
+def _crash_on_002(entry):
+    """A probe whose worker dies on any take 002 (stands in for FFmpeg crashing on a hostile file)."""
     import os
 
     from meadkit.index import probe_entry
 
-    if any(e.relpath.endswith("/002.mp4") for e in entries):
+    if entry.relpath.endswith("/002.mp4"):
         os._exit(11)
-    return [probe_entry(e) for e in entries]
+    return probe_entry(entry)
 
 
 @pytest.mark.slow
 def test_a_file_that_kills_its_worker_becomes_a_corrupt_row(tmp_path):
     from meadkit.corpus.archive import discover
     from meadkit.index import _probe_all
+    from meadkit.runner import Executor
 
     for take in (1, 2):
         tone_video(tmp_path / video_relpath("M003", "front", "happy", 1, take), seconds=0.5)
-    rows = _probe_all(discover(tmp_path), n_jobs=2, progress=False, batch_fn=_crash_on_002)
+    rows = _probe_all(discover(tmp_path), Executor(n_jobs=2, progress="off"), probe=_crash_on_002)
     assert [r["take"] for r in rows] == [1, 2]
     assert [r["status"] for r in rows] == ["ok", "corrupt"]
     assert "crashed the worker" in rows[1]["error"] and rows[1]["source_path"].endswith("002.mp4")

@@ -1,9 +1,11 @@
-"""The task runner: in-process, local processes, and a Dask cluster give the same records."""
+"""The executor: in-process, local processes, and a Dask cluster give the same records."""
 import os
 
 import pytest
 
-from meadkit.runner import run_tasks
+from meadkit.runner import Executor, _batches
+
+SERIAL, TWO = Executor(n_jobs=1, progress="off"), Executor(n_jobs=2, progress="off")
 
 
 def _square(task):
@@ -27,15 +29,31 @@ def _check(records):
 
 
 def test_in_process_and_crash_records():
-    _check(run_tasks(_square, range(6), n_jobs=1, on_crash=_crash))
+    _check(SERIAL.map(_square, range(6), on_crash=_crash))
     with pytest.raises(ValueError):
-        list(run_tasks(_square, range(6), n_jobs=1))
+        list(SERIAL.map(_square, range(6)))
 
 
 def test_local_processes_are_single_threaded():
-    records = list(run_tasks(_square, range(6), n_jobs=2, on_crash=_crash))
+    records = list(TWO.map(_square, range(6), on_crash=_crash))
     _check(records)
     assert {r["threads"] for r in records if "threads" in r} == {"1"}
+
+
+def _threads(task):
+    import cv2
+
+    return cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_every_worker_gets_the_thread_initialiser():
+    assert set(TWO.map(_threads, range(8), batch=2)) == {(1, "1")}
+
+
+def test_an_exception_raised_in_a_worker_propagates_without_on_crash():
+    with pytest.raises(ValueError, match="bad input 3") as info:
+        list(TWO.map(_square, range(6)))
+    assert any("in the worker process" in note for note in getattr(info.value, "__notes__", []))
 
 
 @pytest.mark.slow
@@ -43,12 +61,18 @@ def test_dask_local_cluster_on_loopback():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        _check(run_tasks(_square, range(6), backend="dask", scheduler=client, on_crash=_crash))
+        _check(Executor(backend="dask", scheduler=client, progress="off").map(_square, range(6), on_crash=_crash))
 
 
 def test_dask_needs_a_scheduler():
     with pytest.raises(ValueError, match="scheduler"):
-        list(run_tasks(_square, [1], backend="dask"))
+        list(Executor(backend="dask").map(_square, [1]))
+
+
+@pytest.mark.parametrize("bad", [{"n_jobs": 0}, {"backend": "ssh"}, {"progress": "loud"}])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        Executor(**bad)
 
 
 def _dies_on_two(task):
@@ -58,7 +82,51 @@ def _dies_on_two(task):
 
 
 def test_a_dying_worker_only_costs_its_own_task():
-    records = {r["task"]: r for r in run_tasks(_dies_on_two, range(7), n_jobs=2, on_crash=_crash)}
+    records = {r["task"]: r for r in TWO.map(_dies_on_two, range(7), on_crash=_crash)}
     assert set(records) == set(range(7))
     assert "died" in records[2]["error"]
     assert all(records[t]["value"] == t * t for t in range(7) if t != 2)
+
+
+def test_batches_give_every_worker_several_calls():
+    assert _batches(64, 4, 2) == [list(range(i, i + 4)) for i in range(0, 64, 4)]
+    assert _batches(40, 64, 2) == [[i, i + 1] for i in range(0, 40, 2)]  # 40 // (2 * 8) = 2 a batch
+    assert _batches(7, 64, 2) == [[i] for i in range(7)]
+    assert _batches(0, 64, 2) == []
+
+
+def test_a_task_that_kills_its_batch_is_narrowed_down_to_itself():
+    """Task 2 sits in a batch of 4 ([0, 1, 2, 3]): only it gets the crash record, its batch-mates their results."""
+    records = list(TWO.map(_dies_on_two, range(64), on_crash=_crash, batch=4, ordered=True))
+    assert [r["task"] for r in records] == list(range(64))
+    assert "died" in records[2]["error"]
+    assert all(records[t]["value"] == t * t for t in range(64) if t != 2)
+
+
+def test_ordered_results_come_in_task_order():
+    assert [r["task"] for r in TWO.map(_square, range(20), on_crash=_crash, ordered=True)] == list(range(20))
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_progress_counts_done_and_failed(n_jobs, capsys):
+    run = Executor(n_jobs=n_jobs, progress="log")
+    list(run.map(_square, range(6), on_crash=_crash, unit="squares", ok=lambda r: "error" not in r))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("6/6 squares, 1 failed, ")
+
+
+def test_progress_off_prints_nothing(capsys):
+    list(SERIAL.map(_square, range(6), on_crash=_crash))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_shards_are_the_same_serial_and_in_two_processes(prepared, tmp_path):
+    from fakes import SIZE
+    from meadkit.shards import ShardConfig, build_shards, frame_bytes
+
+    out, _ = prepared
+    config = ShardConfig(size=SIZE, shard_bytes=50 * frame_bytes(SIZE))
+    serial = build_shards(out, tmp_path / "serial", config)
+    parallel = build_shards(out, tmp_path / "two", config, executor=TWO)
+    assert len(serial["shards"]) > 1 and serial == parallel

@@ -27,6 +27,7 @@ from meadkit.faces.backends import get_backend
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, probe
 from meadkit.media.video import iter_frames
+from meadkit.runner import Executor
 
 SR = 48000
 
@@ -532,7 +533,7 @@ def test_pack_tars_equals_synthesizing_tars(tmp_path):
 @pytest.mark.slow
 def test_parallel_jobs_write_the_same_corpus(tmp_path):
     one = synthesize(tmp_path / "one", SMALL)
-    two = synthesize(tmp_path / "two", dataclasses.replace(SMALL, jobs=2, actors=1))
+    two = synthesize(tmp_path / "two", dataclasses.replace(SMALL, actors=1), executor=Executor(n_jobs=2, progress="off"))
     assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
     pd.testing.assert_frame_equal(pd.read_parquet(one), pd.read_parquet(two))
 

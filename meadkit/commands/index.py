@@ -8,6 +8,7 @@ import click
 from meadkit.commands.options import jobs_option
 from meadkit.index import RECORDINGS_PATH, IndexConfig, check_out_of_raw, index_into, summarize
 from meadkit.lock import OutputLock
+from meadkit.runner import Executor
 
 
 @click.command()
@@ -36,7 +37,7 @@ def command(raw: Path, out: Path, jobs: int, strict: bool, quiet: bool, short_au
         click.echo(note, err=True)
     config = IndexConfig(short_audio_tolerance_s=short_audio_tolerance)
     with OutputLock(out):
-        table = index_into(raw, out, config, n_jobs=jobs, progress=not quiet)
+        table = index_into(raw, out, config, executor=Executor(jobs, progress="off" if quiet else "bar"))
     bad = sum(s != "ok" for s in table.column("status").to_pylist())
     if not quiet:
         click.echo(summarize(table))

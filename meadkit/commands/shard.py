@@ -31,19 +31,21 @@ def command(out, select_file, size, shard_bytes, jobs, backend, scheduler, shard
     run with the same inputs and settings are kept. A second `shard` into the same SHARDS is refused.
     """
     from meadkit.manifest import read_table
+    from meadkit.runner import Executor
     from meadkit.select import SelectError, load_clips, select
     from meadkit.shards import ShardConfig, ShardError, build_shards, check_selection, parse_bytes, verify_shards
 
     filters = filters_from(kw)
     try:
         config = ShardConfig(size=size, shard_bytes=parse_bytes(shard_bytes))
+        executor = Executor(jobs, backend, scheduler, "log" if quiet else "bar")
         clips = load_clips(out)
         if select_file:
             chosen = read_table(select_file)
             check_selection(chosen, clips, select_file)
             clips = chosen
         clips = select(clips, status=["ok"], **filters)
-        meta = build_shards(out, shards_dir, config, clips, n_jobs=jobs, backend=backend, scheduler=scheduler, progress=not quiet)
+        meta = build_shards(out, shards_dir, config, clips, executor)
         if verify:
             verify_shards(shards_dir)
     except (SelectError, ValueError) as e:

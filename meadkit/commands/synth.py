@@ -10,6 +10,7 @@ from meadkit.commands.options import jobs_option
 from meadkit.corpus.names import EMOTIONS, VIEWS
 from meadkit.corpus.photos import BUILTIN_PHOTOS
 from meadkit.corpus.synth import TAR_NAMINGS, SynthConfig, default_truth_path, read_truth, synthesize
+from meadkit.runner import Executor
 from meadkit.select import split_csv
 
 
@@ -77,14 +78,14 @@ def command(out, actors, emotions, levels, takes, seconds, views, resolution, ph
     """
     config = SynthConfig(actors=actors, emotions=emotions, levels=levels, takes=takes, seconds=seconds, views=views,
                          width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects, tar=tar,
-                         tar_naming=tar_naming, voice=voice, jobs=jobs, progress=True)
+                         tar_naming=tar_naming, voice=voice)
     try:
         config.validate()
         n_takes = len(config.take_keys())
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     t = time.perf_counter()
-    path = synthesize(out, config, truth or default_truth_path(out))
+    path = synthesize(out, config, truth or default_truth_path(out), Executor(jobs))
     df = read_truth(path)
     written = df[df.written]
     click.echo(f"wrote {n_takes} takes of {len(config.actor_ids())} actors to {out} in {time.perf_counter() - t:.1f} s: "

@@ -9,23 +9,19 @@ Parquet ground-truth table.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import shutil
 import tarfile
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from meadkit.atomic import TMP_MARK, atomic_path, tmp_name
 from meadkit.corpus.names import (
@@ -39,6 +35,9 @@ from meadkit.corpus.synth_voice import speech
 from meadkit.manifest import write_rows
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter
+
+if TYPE_CHECKING:
+    from meadkit.runner import Executor
 
 #: Defect kinds `--defects` injects (each once), as they appear in the truth's `defects` column.
 DEFECT_KINDS = ("no_audio", "truncated", "missing_view", "missing_take", "extra_level", "short_audio",
@@ -105,8 +104,6 @@ class SynthConfig:
     voice: str = "auto"  # auto (espeak-ng if on PATH) | procedural
     crf: int = 23
     preset: str = "ultrafast"
-    jobs: int = 1  # worker processes (takes in parallel)
-    progress: bool = False
 
     def __post_init__(self):
         if isinstance(self.actors, str):
@@ -410,20 +407,18 @@ def _actor_state(config: SynthConfig, actor: str, index: int) -> _Actor:
     return _Actor(config, actor, index)
 
 
-def _take_job(config: SynthConfig, index: int, key: TakeKey, plan: DefectPlan, stage: Path) -> list[dict]:
-    """Render one take (in a worker process when jobs > 1); the actor's state is reused across its takes."""
+def _take_job(config: SynthConfig, plan: DefectPlan, stage: Path, task: tuple[int, TakeKey]) -> list[dict]:
+    """Render one take (actor index, key), in a worker process or not; the actor's state is reused across its takes."""
+    index, key = task
     return _render_take(config, _actor_state(config, key.actor, index), key, plan, stage)
 
 
-def _single_thread() -> None:
-    cv2.setNumThreads(1)
-
-
-def synthesize(out_dir: Path | str, config: SynthConfig = SynthConfig(), truth_path: Path | str | None = None) -> Path:
+def synthesize(out_dir: Path | str, config: SynthConfig = SynthConfig(), truth_path: Path | str | None = None,
+               executor: Optional[Executor] = None) -> Path:
     """Write a MEAD-shaped corpus under `out_dir` and its ground truth; returns the truth's path.
 
-    Takes are rendered in order (in `config.jobs` processes, one OpenCV thread each, when > 1);
-    each actor's stray file and tars are written as soon as its last take is done."""
+    Takes are rendered by `executor` (in this process if None) and taken in order; each actor's stray file and
+    tars are written as soon as its last take is done."""
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -435,24 +430,16 @@ def synthesize(out_dir: Path | str, config: SynthConfig = SynthConfig(), truth_p
     index = {a: i for i, a in enumerate(actors)}
     last_take = {k.actor: k for k in keys}
     rows: list[dict] = []
-    bar = tqdm(total=len(keys), desc="synth", unit="take", disable=not config.progress)
-    pool = None
-    if config.jobs > 1:  # spawn: forking a process that already runs OpenCV/BLAS threads can deadlock
-        pool = ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread)
+    job, tasks = functools.partial(_take_job, config, plan, stage), [(index[k.actor], k) for k in keys]
+    results = executor.map(job, tasks, label="synth", unit="takes", ordered=True) if executor else (job(t) for t in tasks)
     try:
-        args = ([config] * len(keys), [index[k.actor] for k in keys], keys, [plan] * len(keys), [stage] * len(keys))
-        results = pool.map(_take_job, *args) if pool else map(_take_job, *args)
         for key, take_rows in zip(keys, results):
             rows += take_rows
-            bar.set_postfix_str(key.id)
-            bar.update()
             if key == last_take[key.actor]:
                 _finish_actor(config, key.actor, index[key.actor], plan, stage, out, rows)
     finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+        results.close()  # stops any workers before their staging folder goes
         _actor_state.cache_clear()
-        bar.close()
         if config.tar:
             shutil.rmtree(stage, ignore_errors=True)
     return write_rows(rows, TRUTH_SCHEMA, truth)

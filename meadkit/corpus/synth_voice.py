@@ -58,6 +58,74 @@ def _smooth(x: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(x, k / k.sum(), mode="same")
 
 
+#: Samples per second of the procedural voice's envelopes (and of its mouth-opening track).
+_ENV_RATE = 1000
+
+
+@dataclass
+class _Syllables:
+    """Envelopes of a syllable sequence, sampled at `_ENV_RATE`: loudness, mouth opening, per-vowel weights,
+    consonant noise and pitch accent."""
+
+    loud: np.ndarray
+    opening: np.ndarray
+    weights: dict[str, np.ndarray]
+    noise: np.ndarray
+    accent: np.ndarray
+
+
+def _syllables(duration_s: float, start_s: float, end_s: float, t0: float, speed: float,
+               rng: np.random.Generator) -> _Syllables:
+    """Syllables of 0.16-0.32 s (divided by `speed`) from start_s to end_s, with pauses between phrases."""
+    ne = int(round(duration_s * _ENV_RATE)) + 1
+    syl = _Syllables(np.zeros(ne), np.zeros(ne), {v: np.zeros(ne) for v in VOWELS}, np.zeros(ne), np.zeros(ne))
+    pos, first = start_s, True
+    while True:
+        if not first and rng.random() < 0.2:
+            pos += rng.uniform(0.15, 0.4)  # a pause between phrases
+        first = False
+        dur = rng.uniform(0.16, 0.32) / speed
+        if pos + dur > end_s:
+            break
+        i0, i1 = int((pos - t0) * _ENV_RATE), int((pos + dur - t0) * _ENV_RATE)
+        u = np.linspace(0, 1, i1 - i0)
+        shape = np.sin(np.pi * np.clip(u * 1.15, 0, 1)) ** 0.8 * rng.uniform(0.6, 1.0)
+        v = str(rng.choice(list(VOWELS)))
+        syl.loud[i0:i1] = np.maximum(syl.loud[i0:i1], shape)
+        syl.weights[v][i0:i1] = 1.0
+        syl.opening[i0:i1] = np.maximum(syl.opening[i0:i1], shape * VOWELS[v][1])
+        syl.accent[i0:i1] = rng.normal(0, 0.05)
+        if rng.random() < 0.5:  # a consonant: a short noise burst at the onset
+            k = int(rng.uniform(0.03, 0.07) * _ENV_RATE)
+            syl.noise[max(i0 - k // 2, 0) : i0 + k // 2] = rng.uniform(0.2, 0.5)
+        pos += dur
+    syl.loud, syl.opening = _smooth(syl.loud, 25), _smooth(syl.opening, 40)
+    return syl
+
+
+def _glottal_source(f: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Rosenberg-like pulses at pitch `f` (Hz per sample), differentiated, plus a little breath noise."""
+    phase = np.cumsum(f / sr) % 1.0
+    pulse = np.where(phase < 0.6, 0.5 * (1 - np.cos(np.pi * phase / 0.6)), np.cos(np.pi * (phase - 0.6) / 0.8))
+    return np.diff(pulse, prepend=0.0) + 0.02 * rng.normal(0, 1, len(f))
+
+
+def _vowels(src: np.ndarray, syl: _Syllables, up, sr: int, female: bool) -> np.ndarray:
+    """`src` through each vowel's three formant resonators, mixed by the vowels' weights over time."""
+    scale = 1.17 if female else 1.0
+    voiced = np.zeros(len(src))
+    for v, ((f1, f2, f3), _) in VOWELS.items():
+        w = up(_smooth(syl.weights[v], 30))
+        if not w.any():
+            continue
+        y = src
+        for fr, bw in ((f1 * scale, 80), (f2 * scale, 100), (f3 * scale, 150)):
+            b, a = _resonator(fr, bw, sr)
+            y = signal.lfilter(b, a, y)
+        voiced += w * y
+    return voiced
+
+
 def procedural_speech(
     duration_s: float, start_s: float, end_s: float, sr: int, f0: float, female: bool,
     emotion: str, level_gain: float, rng: np.random.Generator, t0: float = 0.0,
@@ -66,60 +134,18 @@ def procedural_speech(
     n = int(round(duration_s * sr))
     t = t0 + np.arange(n) / sr
     pf, rf, rngf = (1 + (p - 1) * level_gain for p in PROSODY.get(emotion, (1, 1, 1)))
-    env_rate = 1000
-    ne = int(round(duration_s * env_rate)) + 1
-    env = np.zeros(ne)
-    open_ = np.zeros(ne)
-    weights = {v: np.zeros(ne) for v in VOWELS}
-    noise_env = np.zeros(ne)
-    accent = np.zeros(ne)
-    pos = start_s
-    first = True
-    while True:
-        if not first and rng.random() < 0.2:
-            pos += rng.uniform(0.15, 0.4)  # a pause between phrases
-        first = False
-        dur = rng.uniform(0.16, 0.32) / rf
-        if pos + dur > end_s:
-            break
-        i0, i1 = int((pos - t0) * env_rate), int((pos + dur - t0) * env_rate)
-        u = np.linspace(0, 1, i1 - i0)
-        shape = np.sin(np.pi * np.clip(u * 1.15, 0, 1)) ** 0.8 * rng.uniform(0.6, 1.0)
-        v = str(rng.choice(list(VOWELS)))
-        env[i0:i1] = np.maximum(env[i0:i1], shape)
-        weights[v][i0:i1] = 1.0
-        open_[i0:i1] = np.maximum(open_[i0:i1], shape * VOWELS[v][1])
-        accent[i0:i1] = rng.normal(0, 0.05)
-        if rng.random() < 0.5:  # a consonant: a short noise burst at the onset
-            k = int(rng.uniform(0.03, 0.07) * env_rate)
-            noise_env[max(i0 - k // 2, 0) : i0 + k // 2] = rng.uniform(0.2, 0.5)
-        pos += dur
-    env, open_ = _smooth(env, 25), _smooth(open_, 40)
-    up = lambda x: np.interp(np.arange(n) / sr * env_rate, np.arange(ne), x)  # noqa: E731
+    syl = _syllables(duration_s, start_s, end_s, t0, rf, rng)
+    up = lambda x: np.interp(np.arange(n) / sr * _ENV_RATE, np.arange(len(x)), x)  # noqa: E731
 
-    # glottal source: pitch with declination, accents and jitter; Rosenberg-like pulse, differentiated
+    # glottal source: pitch with declination, accents and jitter
     decl = np.interp(t, [start_s, end_s], [1.08, 0.92])
     jitter = signal.lfilter([0.02], [1, -0.98], rng.normal(0, 0.5, n))
-    f = f0 * pf * (decl + rngf * up(_smooth(accent, 60)) + 0.01 * jitter)
-    phase = np.cumsum(f / sr) % 1.0
-    pulse = np.where(phase < 0.6, 0.5 * (1 - np.cos(np.pi * phase / 0.6)), np.cos(np.pi * (phase - 0.6) / 0.8))
-    src = np.diff(pulse, prepend=0.0) + 0.02 * rng.normal(0, 1, n)
-    scale = 1.17 if female else 1.0
-    voiced = np.zeros(n)
-    for v, ((f1, f2, f3), _) in VOWELS.items():
-        w = up(_smooth(weights[v], 30))
-        if not w.any():
-            continue
-        y = src
-        for fr, bw in ((f1 * scale, 80), (f2 * scale, 100), (f3 * scale, 150)):
-            b, a = _resonator(fr, bw, sr)
-            y = signal.lfilter(b, a, y)
-        voiced += w * y
-    voiced *= up(env)
+    src = _glottal_source(f0 * pf * (decl + rngf * up(_smooth(syl.accent, 60)) + 0.01 * jitter), sr, rng)
+    voiced = _vowels(src, syl, up, sr, female) * up(syl.loud)
     hiss = signal.lfilter(*signal.butter(2, [2500, 7000], btype="band", fs=sr), rng.normal(0, 1, n))
-    out = voiced / (np.abs(voiced).max() + 1e-9) + 0.3 * hiss * up(_smooth(noise_env, 10))
+    out = voiced / (np.abs(voiced).max() + 1e-9) + 0.3 * hiss * up(_smooth(syl.noise, 10))
     out = 0.5 * out / (np.abs(out).max() + 1e-9)
-    return Speech(out.astype(np.float32), sr, t0, (open_ / (open_.max() + 1e-9)).astype(np.float32), env_rate)
+    return Speech(out.astype(np.float32), sr, t0, (syl.opening / (syl.opening.max() + 1e-9)).astype(np.float32), _ENV_RATE)
 
 
 def espeak_speech(
