@@ -14,16 +14,14 @@ from skimage.data import astronaut
 
 from meadkit.commands.report import command
 from meadkit.corpus.names import MEAD_FPS, TakeKey, audio_relpath, gender, video_relpath
-from meadkit.index import RECORDINGS_SCHEMA
 from meadkit.manifest import read_table, write_rows
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter
-from meadkit.prepare import CLIPS_SCHEMA, STATUS_SCHEMA
+from meadkit.records import CLIPS_SCHEMA, RECORDINGS_SCHEMA, STATUS_SCHEMA, SYNC_SCHEMA
 from meadkit.report import (
     Inputs, build_report, completeness, contact_cells, corpus_table, landmark_frames, long_metrics, render_report,
     section_audio, section_faces, section_training,
 )
-from meadkit.sync import SYNC_SCHEMA
 
 SECTIONS = ("overview", "completeness", "problems", "sync", "faces", "audio", "training")
 PNG = "data:image/png;base64,"
