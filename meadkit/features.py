@@ -18,25 +18,12 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import pyarrow as pa
 
 from meadkit.atomic import atomic_path
 from meadkit.config import ConfigError, check_fields
 
 #: Implemented feature recipes (`FeaturesConfig.recipe`).
 RECIPES = ("mead",)
-
-#: Manifest columns `feature_row` fills (one row per take, joined by the lead on the take id).
-FEATURES_SCHEMA = pa.schema(
-    [
-        pa.field("recipe", pa.string()),
-        pa.field("rows", pa.int32()),
-        pa.field("padded_rows", pa.int32()),
-        pa.field("audio_duration_s", pa.float64()),
-        pa.field("sample_rate", pa.int32()),
-        pa.field("normalize_per_frame", pa.bool_()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -199,7 +186,7 @@ def load_features(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def feature_row(result: FeatureResult) -> dict:
-    """The take's manifest columns (FEATURES_SCHEMA)."""
+    """A summary of the take's features (prepare writes recipe, padded_rows and audio_duration_s in clips.parquet)."""
     return {
         "recipe": result.recipe,
         "rows": int(result.mfcc.shape[0]),

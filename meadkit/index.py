@@ -33,6 +33,7 @@ from meadkit.corpus.names import (
 from meadkit.corpus.sources import Source
 from meadkit.manifest import to_table, write_table
 from meadkit.media.probe import MediaError, probe, sample_data_end
+from meadkit.records import RECORDINGS_SCHEMA, Labels
 
 if TYPE_CHECKING:
     from meadkit.runner import Executor
@@ -50,42 +51,6 @@ USABLE_STATUSES = ("ok", "no_audio", "short_audio")
 #: Slot name of the reference audio where views are listed.
 AUDIO_SLOT = "audio"
 
-RECORDINGS_SCHEMA = pa.schema(
-    [
-        pa.field("actor", pa.string()),
-        pa.field("gender", pa.string()),
-        pa.field("emotion", pa.string()),
-        pa.field("level", pa.int8()),
-        pa.field("take", pa.int16()),
-        pa.field("take_id", pa.string()),
-        pa.field("view", pa.string()),
-        pa.field("kind", pa.string()),
-        pa.field("relpath", pa.string()),
-        pa.field("source_path", pa.string()),
-        pa.field("member", pa.string()),
-        pa.field("member_offset", pa.int64()),
-        pa.field("member_size", pa.int64()),
-        pa.field("size_bytes", pa.int64()),
-        pa.field("container", pa.string()),
-        pa.field("video_codec", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("fps_num", pa.int64()),
-        pa.field("fps_den", pa.int64()),
-        pa.field("n_frames", pa.int64()),
-        pa.field("duration_s", pa.float64()),
-        pa.field("video_start_s", pa.float64()),
-        pa.field("has_audio", pa.bool_()),
-        pa.field("audio_codec", pa.string()),
-        pa.field("sample_rate", pa.int32()),
-        pa.field("channels", pa.int16()),
-        pa.field("audio_duration_s", pa.float64()),
-        pa.field("audio_start_s", pa.float64()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("known", pa.string()),
-    ]
-)
 _KIND_BY_EXT = {".mp4": "video", ".m4a": "audio"}
 _SLOT_ORDER = {v: i for i, v in enumerate(VIEWS + (AUDIO_SLOT,))}
 
@@ -141,8 +106,7 @@ def _set_actor(row: dict, actor: Optional[str]) -> dict:
 
 
 def _set_key(row: dict, key: TakeKey, view: Optional[str], kind: str) -> dict:
-    _set_actor(row, key.actor)
-    row.update(emotion=key.emotion, level=key.level, take=key.take, take_id=key.id, view=view, kind=kind)
+    row.update(Labels.of(key, view).to_row(), kind=kind)
     return row
 
 

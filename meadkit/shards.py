@@ -34,6 +34,7 @@ from meadkit.lock import OutputLock
 from meadkit.manifest import read_table, write_table
 from meadkit.media.probe import MediaError
 from meadkit.media.video import iter_frames
+from meadkit.records import shared_fields
 from meadkit.select import select
 
 if TYPE_CHECKING:
@@ -59,14 +60,9 @@ _PATH_COLUMNS = ("crop_video", "faces_npz", "mfcc_npz")
 #: vocabularies; `emotion_label` follows the paper's order (`PAPER_EMOTIONS`); `level` is MEAD's 1..3.
 SHARD_INDEX_SCHEMA = pa.schema(
     [
-        ("take_id", pa.string()),
-        ("actor", pa.string()),
-        ("emotion", pa.string()),
-        ("level", pa.int8()),
-        ("take", pa.int16()),
-        ("view", pa.string()),
+        *shared_fields("take_id", "actor", "emotion", "level", "take", "view"),
         ("split", pa.string()),
-        ("emotion_label", pa.int8()),
+        *shared_fields("emotion_label"),
         ("actor_index", pa.int16()),
         ("view_index", pa.int8()),
         ("shard", pa.int32()),

@@ -16,7 +16,6 @@ from typing import Callable, Optional
 import av
 import cv2
 import numpy as np
-import pyarrow as pa
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.signal import resample_poly
 
@@ -25,6 +24,7 @@ from meadkit.corpus.sources import Source
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, Probe
 from meadkit.media.video import iter_frames
+from meadkit.records import Labels, SyncRow
 
 #: Per-view statuses. Views with `start_frame` set (ok, approximate, and low_confidence views
 #: that cover the window) are cut to the take's window; the others say why not in `error`.
@@ -82,30 +82,6 @@ class TakeSync:
     error: Optional[str] = None
     ref_duration_s: Optional[float] = None
     views: dict[str, ViewSync] = field(default_factory=dict)
-
-
-SYNC_SCHEMA = pa.schema(
-    [
-        ("actor", pa.string()),
-        ("emotion", pa.string()),
-        ("level", pa.int8()),
-        ("take", pa.int16()),
-        ("take_id", pa.string()),
-        ("view", pa.string()),
-        ("offset_s", pa.float64()),
-        ("offset_frames", pa.float64()),
-        ("confidence", pa.float32()),
-        ("method", pa.string()),
-        ("t0_s", pa.float64()),
-        ("start_frame", pa.int32()),
-        ("n_frames", pa.int32()),
-        ("fps_num", pa.int32()),
-        ("fps_den", pa.int32()),
-        ("video_frames", pa.int32()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
-)
 
 
 # ---------------------------------------------------------------- correlation helpers
@@ -356,59 +332,16 @@ def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str
     on the take and its views.
     """
     ts = TakeSync(views={k: ViewSync() for k in views})
-    # --- which views are readable video, at which rate
-    for k, (src, pr) in views.items():
-        vs = ts.views[k]
-        if pr is None or pr.video_codec is None or not pr.fps_num:
-            vs.status, vs.error = "unusable", "unreadable video (no probe, no video stream or no frame rate)"
-            continue
-        vs.fps = pr.fps
-        try:
-            vs.video_frames = pr.n_frames or _count_frames(src)
-        except (av.error.FFmpegError, OSError) as e:
-            vs.status, vs.error = "unusable", f"cannot count frames: {e}"
-    rates = Counter(v.fps for v in ts.views.values() if v.status != "unusable")
-    if not rates:
-        ts.error = "no readable view"
+    _readable_views(ts, views)
+    if ts.error:
         return ts
-    ts.fps = max(rates, key=lambda r: (is_mead_rate(r), rates[r]))  # a MEAD rate wins over an odd one, then the majority
-    for v in ts.views.values():
-        if v.status != "unusable" and v.fps != ts.fps:
-            v.status, v.error = "unusable", f"frame rate {v.fps} differs from the take's {ts.fps}"
-        elif v.status != "unusable" and not v.video_frames:
-            v.status, v.error = "unusable", "video has no frames"
-    # --- reference audio
-    if ref is None:
-        ts.error = "no reference audio for this take"
-    elif ref_probe is not None and not ref_probe.has_audio:
-        ts.error = f"reference {ref} has no audio stream"
-    else:
-        try:
-            ref_audio, ref_sr = ref_audio if ref_audio is not None else load_audio(ref, mono=True)
-            ts.ref_duration_s = len(ref_audio) / ref_sr
-            ref_audio = analysis_signal(ref_audio, ref_sr, config)
-        except MediaError as e:
-            ts.error = f"reference audio unreadable: {e}"
+    ref_signal = _reference_signal(ts, ref, ref_probe, ref_audio, config)
     if ts.error:
         for v in ts.views.values():
             if v.status != "unusable":
                 v.status, v.error = "unsynced", ts.error
         return ts
-    # --- audio views first, then fallbacks (which need audio-synced anchors)
-    pending = []
-    for k, (src, pr) in views.items():
-        vs = ts.views[k]
-        if vs.status == "unusable":
-            continue
-        if not pr.has_audio:
-            pending.append((k, "no audio stream"))
-            continue
-        try:
-            fps, nf = vs.fps, vs.video_frames
-            ts.views[k] = vs = _audio_view(src, pr, ref_audio, config)
-            vs.fps, vs.video_frames = fps, nf
-        except (MediaError, av.error.FFmpegError, OSError) as e:
-            pending.append((k, f"audio track unreadable ({e})"))
+    pending = _audio_offsets(ts, views, ref_signal, config)  # audio views first: fallbacks need audio-synced anchors
     signals: dict[str, np.ndarray] = {}
 
     def motion(view: str) -> np.ndarray:
@@ -422,18 +355,75 @@ def sync_take(ref: Optional[Source], ref_probe: Optional[Probe], views: dict[str
     return ts
 
 
-def sync_rows(take_key: TakeKey, take_sync: TakeSync) -> list[dict]:
-    """One row per view of a take, matching SYNC_SCHEMA (what `manifests/sync.parquet` holds)."""
-    rows = []
-    for view, v in take_sync.views.items():
-        rows.append(
-            dict(
-                actor=take_key.actor, emotion=take_key.emotion, level=take_key.level, take=take_key.take,
-                take_id=take_key.id, view=view, offset_s=v.offset_s, offset_frames=v.offset_frames,
-                confidence=v.confidence, method=v.method, t0_s=take_sync.t0_s, start_frame=v.start_frame,
-                n_frames=v.n_frames, fps_num=v.fps.numerator if v.fps else None,
-                fps_den=v.fps.denominator if v.fps else None, video_frames=v.video_frames,
-                status=v.status, error=v.error,
-            )
+def _readable_views(ts: TakeSync, views: dict[str, tuple[Source, Optional[Probe]]]) -> None:
+    """Mark views that are not readable video, or not at the take's frame rate (which this sets), `unusable`."""
+    for k, (src, pr) in views.items():
+        vs = ts.views[k]
+        if pr is None or pr.video_codec is None or not pr.fps_num:
+            vs.status, vs.error = "unusable", "unreadable video (no probe, no video stream or no frame rate)"
+            continue
+        vs.fps = pr.fps
+        try:
+            vs.video_frames = pr.n_frames or _count_frames(src)
+        except (av.error.FFmpegError, OSError) as e:
+            vs.status, vs.error = "unusable", f"cannot count frames: {e}"
+    rates = Counter(v.fps for v in ts.views.values() if v.status != "unusable")
+    if not rates:
+        ts.error = "no readable view"
+        return
+    ts.fps = max(rates, key=lambda r: (is_mead_rate(r), rates[r]))  # a MEAD rate wins over an odd one, then the majority
+    for v in ts.views.values():
+        if v.status != "unusable" and v.fps != ts.fps:
+            v.status, v.error = "unusable", f"frame rate {v.fps} differs from the take's {ts.fps}"
+        elif v.status != "unusable" and not v.video_frames:
+            v.status, v.error = "unusable", "video has no frames"
+
+
+def _reference_signal(ts: TakeSync, ref: Optional[Source], ref_probe: Optional[Probe],
+                      ref_audio: Optional[tuple[np.ndarray, int]], config: SyncConfig) -> Optional[np.ndarray]:
+    """The reference audio in analysis form (its duration set on `ts`), or None with `ts.error` saying why."""
+    if ref is None:
+        ts.error = "no reference audio for this take"
+    elif ref_probe is not None and not ref_probe.has_audio:
+        ts.error = f"reference {ref} has no audio stream"
+    else:
+        try:
+            samples, sr = ref_audio if ref_audio is not None else load_audio(ref, mono=True)
+            ts.ref_duration_s = len(samples) / sr
+            return analysis_signal(samples, sr, config)
+        except MediaError as e:
+            ts.error = f"reference audio unreadable: {e}"
+    return None
+
+
+def _audio_offsets(ts: TakeSync, views: dict[str, tuple[Source, Optional[Probe]]], ref_signal: np.ndarray,
+                   config: SyncConfig) -> list[tuple[str, str]]:
+    """Offsets of the usable views from their own audio tracks; returns (view, why) of those needing a fallback."""
+    pending = []
+    for k, (src, pr) in views.items():
+        vs = ts.views[k]
+        if vs.status == "unusable":
+            continue
+        if not pr.has_audio:
+            pending.append((k, "no audio stream"))
+            continue
+        try:
+            fps, nf = vs.fps, vs.video_frames
+            ts.views[k] = vs = _audio_view(src, pr, ref_signal, config)
+            vs.fps, vs.video_frames = fps, nf
+        except (MediaError, av.error.FFmpegError, OSError) as e:
+            pending.append((k, f"audio track unreadable ({e})"))
+    return pending
+
+
+def sync_rows(take_key: TakeKey, take_sync: TakeSync) -> list[SyncRow]:
+    """One row per view of a take: what `manifests/sync.parquet` holds."""
+    return [
+        SyncRow.labelled(
+            Labels.of(take_key, view), offset_s=v.offset_s, offset_frames=v.offset_frames, confidence=v.confidence,
+            method=v.method, t0_s=take_sync.t0_s, start_frame=v.start_frame, n_frames=v.n_frames,
+            fps_num=v.fps.numerator if v.fps else None, fps_den=v.fps.denominator if v.fps else None,
+            video_frames=v.video_frames, status=v.status, error=v.error,
         )
-    return rows
+        for view, v in take_sync.views.items()
+    ]

@@ -8,7 +8,7 @@ import pytest
 
 from meadkit.corpus.names import MEAD_FPS
 from meadkit.corpus.sources import Source
-from meadkit.faces import (FACES_SCHEMA, FaceBackendUnavailable, FacesConfig, NoFaceError, align_image,
+from meadkit.faces import (FaceBackendUnavailable, FacesConfig, NoFaceError, align_image,
                            backend_for, process_view)
 from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity
 from meadkit.faces.backends import FAN_WEIGHTS, Detection, FanBackend, HogDetector
@@ -18,6 +18,7 @@ from meadkit.faces.track import main_face
 from meadkit.manifest import to_table
 from meadkit.media.probe import probe
 from meadkit.media.video import VideoWriter, iter_frames
+from meadkit.records import CLIPS_SCHEMA
 
 N = 60
 
@@ -87,7 +88,7 @@ def test_outputs_follow_the_contract(clips, tmp_path):
     assert np.allclose(apply(m, z["landmarks_src"][5]), z["landmarks_crop"][5], atol=1e-3)
     tmpl = crop_template(256, FacesConfig().margin)
     assert np.abs(z["landmarks_crop"][:, STABLE] - tmpl[STABLE]).mean() < 4.0
-    assert to_table([r.as_row()], FACES_SCHEMA).num_rows == 1
+    assert to_table([r.as_row()], CLIPS_SCHEMA).num_rows == 1
 
 
 def test_crops_from_i420_frames_match_crops_from_bgr(tmp_path):

@@ -3,6 +3,7 @@ odd frame rates, a RAW that changed under OUT, empty files, OUT inside RAW, know
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import io
 import os
 import struct
@@ -294,14 +295,14 @@ def test_index_takes_the_output_lock(tmp_path):
 
 
 def test_until_index_touches_no_take_and_strict_sees_only_selected_rows(tmp_path, monkeypatch):
-    import meadkit.prepare
+    import meadkit.take
 
     raw, out = tmp_path / "raw", tmp_path / "out"
     _take(raw, "M003", 1)
     bad = raw / video_relpath("W009", "front", "happy", 1, 1)
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\0" * 100)
-    monkeypatch.setattr(meadkit.prepare, "process_take", lambda *a: pytest.fail("--until index ran a take"))
+    monkeypatch.setattr(meadkit.take, "process_take", lambda *a: pytest.fail("--until index ran a take"))
     run = lambda *args: CliRunner().invoke(main, ["prepare", str(raw), "-o", str(out), "--quiet", "--until", "index", *args])
     res = run("--actor", "M003", "--strict")
     assert res.exit_code == 0, res.output
@@ -321,18 +322,18 @@ def _task(tmp_path: Path, stages=("sync",)):
 
 
 def test_no_common_window_is_the_reason_and_a_view_without_window_skips_faces(tmp_path, monkeypatch):
-    import meadkit.prepare
+    import meadkit.take
     from meadkit.config import load_pipeline
-    from meadkit.prepare import process_take
     from meadkit.sync import TakeSync, ViewSync
+    from meadkit.take import process_take
 
     none = TakeSync(fps=MEAD_FPS, error="the reference audio and the views share no common time span", views={
         "front": ViewSync(offset_s=5.0, confidence=0.9, method="audio", status="ok", fps=MEAD_FPS, video_frames=30),
         "down": ViewSync(offset_s=5.0, confidence=0.9, method="audio", status="ok", fps=MEAD_FPS, video_frames=30)})
-    monkeypatch.setattr(meadkit.prepare, "_reference_audio", lambda ref: (np.zeros(SR, np.float32), SR))
-    monkeypatch.setattr(meadkit.prepare, "_sync", lambda *a: none)
+    monkeypatch.setattr(meadkit.take, "_reference_audio", lambda ref: (np.zeros(SR, np.float32), SR))
+    monkeypatch.setattr(meadkit.take, "_sync", lambda *a: none)
     task = _task(tmp_path, ("sync", "faces"))
-    record = process_take(task, load_pipeline(), "h")
+    record = dataclasses.asdict(process_take(task, load_pipeline(), "h"))
     why = "no common window: the reference audio and the views share no common time span"
     assert (record["status"], record["error"]) == ("failed", why)
     assert [(c["status"], c["error"]) for c in record["clips"]] == [("failed", why)] * 2
@@ -343,9 +344,9 @@ def test_no_common_window_is_the_reason_and_a_view_without_window_skips_faces(tm
         "down": ViewSync(offset_s=0.9, confidence=0.1, method="audio", status="low_confidence", fps=MEAD_FPS, video_frames=30,
                          error="confidence 0.10 < 0.4; does not cover the window of the other views")})
     faced = []
-    monkeypatch.setattr(meadkit.prepare, "_sync", lambda *a: window)
-    monkeypatch.setattr(meadkit.prepare, "_faces", lambda src, vs, p, cdir, view, out: faced.append(view) or {"status": "ok", "error": None})
-    record = process_take(task, load_pipeline(), "h")
+    monkeypatch.setattr(meadkit.take, "_sync", lambda *a: window)
+    monkeypatch.setattr(meadkit.take, "_faces", lambda src, vs, p, cdir, view, out: faced.append(view) or {"face_status": "ok", "face_error": None})
+    record = dataclasses.asdict(process_take(task, load_pipeline(), "h"))
     assert faced == ["front"]
     clips = {c["view"]: c for c in record["clips"]}
     assert clips["down"]["status"] == "low_confidence" and "does not cover the window" in clips["down"]["error"]
@@ -355,12 +356,12 @@ def test_no_common_window_is_the_reason_and_a_view_without_window_skips_faces(tm
 def test_a_full_disk_stops_the_run_with_one_line_and_the_take_is_redone(tmp_path, monkeypatch):
     import errno
 
-    import meadkit.prepare
+    import meadkit.take
 
     raw, out = tmp_path / "raw", tmp_path / "out"
     for take in (1, 2, 3):
         _take(raw, "M003", take)
-    real_sync, synced = meadkit.prepare._sync, []
+    real_sync, synced = meadkit.take._sync, []
 
     def full_on_take_2(task, *args):
         synced.append(task.key.take)
@@ -368,12 +369,12 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_take_is_redone(tmp_path
             raise OSError(errno.ENOSPC, "No space left on device", str(out / "clips" / "M003" / task.key.id / "front.mp4"))
         return real_sync(task, *args)
 
-    monkeypatch.setattr(meadkit.prepare, "_sync", full_on_take_2)
+    monkeypatch.setattr(meadkit.take, "_sync", full_on_take_2)
     res = CliRunner().invoke(main, ["prepare", str(raw), "-o", str(out), "--quiet", "--until", "sync"])
     assert res.exit_code == 2 and "Traceback" not in res.output and synced == [1, 2]  # stopped: take 3 never started
     (line,) = [x for x in res.output.splitlines() if x.startswith("meadkit:")]
     assert line.startswith(f"meadkit: error: no space left on device while writing {out}/clips/M003/M003_happy_1_002/front.mp4: ")
     assert sorted(p.stem for p in (out / "state" / "takes").glob("*.json")) == ["M003_happy_1_001"]
-    monkeypatch.setattr(meadkit.prepare, "_sync", real_sync)
+    monkeypatch.setattr(meadkit.take, "_sync", real_sync)
     s = _prepare(raw, out)
     assert (s.takes_run, s.takes_skipped, s.take_status["ok"]) == (2, 1, 3)

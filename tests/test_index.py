@@ -17,10 +17,10 @@ from meadkit.cli import main
 from meadkit.corpus.names import MEAD_FPS, audio_relpath, video_relpath
 from meadkit.corpus.sources import Source
 from meadkit.index import (
-    RECORDINGS_SCHEMA, IndexConfig, bmff_truncation, index_corpus, source_of, summarize, take_counts, take_gaps,
-    take_sources,
+    IndexConfig, bmff_truncation, index_corpus, source_of, summarize, take_counts, take_gaps, take_sources,
 )
 from meadkit.media.probe import Probe, probe
+from meadkit.records import RECORDINGS_SCHEMA
 
 
 

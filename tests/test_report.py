@@ -14,11 +14,10 @@ from skimage.data import astronaut
 
 from meadkit.commands.report import command
 from meadkit.corpus.names import MEAD_FPS, TakeKey, audio_relpath, gender, video_relpath
-from meadkit.index import RECORDINGS_SCHEMA
 from meadkit.manifest import read_table, write_rows
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter
-from meadkit.prepare import CLIPS_SCHEMA, STATUS_SCHEMA
+from meadkit.records import CLIPS_SCHEMA, RECORDINGS_SCHEMA, STATUS_SCHEMA, SYNC_SCHEMA
 from meadkit.report import build_report, render_report
 from meadkit.report.audio import section_audio
 from meadkit.report.completeness import completeness
@@ -28,7 +27,6 @@ from meadkit.report.faces import section_faces
 from meadkit.report.inputs import Inputs
 from meadkit.report.landmarks import landmark_frames
 from meadkit.report.training import long_metrics, section_training
-from meadkit.sync import SYNC_SCHEMA
 
 SECTIONS = ("overview", "completeness", "problems", "sync", "faces", "audio", "training")
 PNG = "data:image/png;base64,"

@@ -12,7 +12,8 @@ from meadkit.manifest import to_table
 from meadkit.media.audio import load_audio, write_audio
 from meadkit.media.probe import MediaError, probe
 from meadkit.media.video import VideoWriter, iter_frames
-from meadkit.sync import METHODS, STATUSES, SYNC_SCHEMA, SyncConfig, estimate_offset, sync_rows, sync_take
+from meadkit.records import SYNC_SCHEMA
+from meadkit.sync import METHODS, STATUSES, SyncConfig, estimate_offset, sync_rows, sync_take
 
 FPS = float(MEAD_FPS)
 THIRD_FRAME = 1 / (3 * FPS)
@@ -199,7 +200,7 @@ def test_window_is_common_and_inside_every_view_and_the_reference(take):
 
 def test_rows_match_schema(take):
     _, _, ts = take
-    rows = sync_rows(TakeKey("M003", "happy", 3, 12), ts)
+    rows = [r.to_row() for r in sync_rows(TakeKey("M003", "happy", 3, 12), ts)]
     table = to_table(rows, SYNC_SCHEMA)
     assert table.num_rows == 7 and set(table.column("take_id").to_pylist()) == {"M003_happy_3_012"}
     assert all(r["status"] in STATUSES and r["method"] in METHODS + (None,) for r in rows)
@@ -254,7 +255,7 @@ def test_missing_reference_marks_views_unsynced(small_take):
     ts = sync_take(None, None, views, SyncConfig())
     assert ts.status == "failed" and "reference" in ts.error
     assert all(v.status == "unsynced" and v.offset_s is None for v in ts.views.values())
-    rows = sync_rows(TakeKey("M003", "happy", 3, 12), ts)
+    rows = [r.to_row() for r in sync_rows(TakeKey("M003", "happy", 3, 12), ts)]
     assert to_table(rows, SYNC_SCHEMA).num_rows == 4
 
 

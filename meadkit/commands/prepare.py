@@ -6,6 +6,15 @@ import sys
 import click
 
 from meadkit.commands.options import filter_options, filters_from, parallel_options
+from meadkit.take import STAGE_NAMES, stages_until
+
+#: `--until`'s choices: the index alone, each per-take stage of `meadkit.take.STAGES`, or all and the shards.
+UNTIL = ("index", *STAGE_NAMES, "shards")
+
+
+def stages_for(until: str) -> tuple[str, ...]:
+    """The per-take stages `--until` runs: none for index, every one for shards, else the declared list up to it."""
+    return () if until == "index" else STAGE_NAMES if until == "shards" else stages_until(until)
 
 
 @click.command()
@@ -16,7 +25,7 @@ from meadkit.commands.options import filter_options, filters_from, parallel_opti
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override one setting, e.g. faces.crop_size=192 (repeatable).")
 @filter_options
 @parallel_options
-@click.option("--until", type=click.Choice(["index", "sync", "features", "faces", "shards"]), default="shards", show_default=True,
+@click.option("--until", type=click.Choice(UNTIL), default="shards", show_default=True,
               help="Stop after this stage (index: only write OUT/manifests/recordings.parquet; no take is touched).")
 @click.option("--reindex", is_flag=True, help="Probe RAW again even if OUT's index is current (it is rebuilt anyway, "
               "with a one-line note, when RAW is another folder or its files changed since).")
@@ -34,15 +43,14 @@ def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until,
     with one line, and the take it hit is redone by the rerun.
     """
     from meadkit.config import ConfigError, load_pipeline
-    from meadkit.prepare import STAGE_ORDER, run_prepare
+    from meadkit.prepare import run_prepare
 
     try:
         pipeline = load_pipeline(pipeline_file, overrides)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    stages = () if until == "index" else STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until in STAGE_ORDER else STAGE_ORDER
     try:
-        summary = run_prepare(raw, out, pipeline, n_jobs=jobs, backend=backend, scheduler=scheduler, stages=stages,
+        summary = run_prepare(raw, out, pipeline, n_jobs=jobs, backend=backend, scheduler=scheduler, stages=stages_for(until),
                               reindex=reindex, progress=not quiet, shards=until == "shards", **filters_from(kw))
     except (RuntimeError, ValueError) as e:
         raise click.ClickException(str(e)) from None

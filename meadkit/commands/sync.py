@@ -18,10 +18,11 @@ def command(raw, out, overrides, jobs, backend, scheduler, quiet, **kw):
     common window per (take, view) in OUT/manifests/sync.parquet. Same as `meadkit prepare --until sync`."""
     from meadkit.config import ConfigError, load_pipeline
     from meadkit.prepare import run_prepare
+    from meadkit.take import stages_until
 
     try:
         pipeline = load_pipeline(None, overrides)
-        summary = run_prepare(raw, out, pipeline, n_jobs=jobs, backend=backend, scheduler=scheduler, stages=("sync",),
+        summary = run_prepare(raw, out, pipeline, n_jobs=jobs, backend=backend, scheduler=scheduler, stages=stages_until("sync"),
                               progress=not quiet, **filters_from(kw))
     except ConfigError as e:
         raise click.UsageError(str(e)) from None

@@ -35,6 +35,7 @@ from meadkit.corpus.synth_voice import speech
 from meadkit.manifest import write_rows
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter
+from meadkit.records import TRUTH_SCHEMA
 
 if TYPE_CHECKING:
     from meadkit.runner import Executor
@@ -44,41 +45,7 @@ DEFECT_KINDS = ("no_audio", "truncated", "missing_view", "missing_take", "extra_
                 "stray_file", "corrupt_tar")
 TAR_NAMINGS = ("video.tar", "actor_video.tar", "mixed")
 
-#: One row per written (or deliberately missing) file: each (take, view) video, each take's
-#: reference audio (view null), and stray files. Landmarks: per frame 68 (x, y) in source pixels,
-#: flattened (n_frames * 136); mouth_open: per frame speech opening 0..1.
-TRUTH_SCHEMA = pa.schema([
-    ("kind", pa.string()),  # video | audio | stray
-    ("actor", pa.string()),
-    ("gender", pa.string()),
-    ("emotion", pa.string()),
-    ("emotion_label", pa.int16()),
-    ("level", pa.int16()),
-    ("take", pa.int32()),
-    ("take_id", pa.string()),
-    ("photo", pa.string()),  # the photo the actor's face is made from (a built-in name or an image's stem)
-    ("view", pa.string()),
-    ("relpath", pa.string()),  # MEAD path rooted at the actor, as written (e.g. with video/1/)
-    ("archive", pa.string()),  # with --tar: the tar holding it, relative to the corpus root
-    ("member", pa.string()),  # with --tar: its member name in that tar
-    ("written", pa.bool_()),
-    ("offset_s", pa.float64()),
-    ("n_frames", pa.int32()),
-    ("fps_num", pa.int32()),
-    ("fps_den", pa.int32()),
-    ("duration_s", pa.float64()),
-    ("has_audio", pa.bool_()),
-    ("sample_rate", pa.int32()),
-    ("channels", pa.int16()),
-    ("n_samples", pa.int64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("speech_start_s", pa.float64()),  # reference clock
-    ("speech_end_s", pa.float64()),
-    ("defects", pa.list_(pa.string())),
-    ("landmarks", pa.list_(pa.float32())),
-    ("mouth_open", pa.list_(pa.float32())),
-])
+#: The truth's per-frame columns (`TRUTH_SCHEMA`), which `read_truth` leaves out.
 _HEAVY = ("landmarks", "mouth_open")
 
 
@@ -462,7 +429,7 @@ def read_truth(path: Path | str) -> pd.DataFrame:
     """The truth table without its per-frame columns (one row per file; `defects` as Python lists,
     integer columns as nullable pandas integers so audio rows keep n_frames = <NA>)."""
     cols = [f.name for f in TRUTH_SCHEMA if f.name not in _HEAVY]
-    ints = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+    ints = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
     df = pq.read_table(path, columns=cols).to_pandas(types_mapper=ints.get)
     df["defects"] = df["defects"].map(lambda d: [] if d is None else list(d))
     return df

@@ -10,7 +10,6 @@ from typing import Optional
 
 import cv2
 import numpy as np
-import pyarrow as pa
 
 from meadkit.atomic import WRITE_ERRNOS, atomic_path
 from meadkit.corpus.sources import Source
@@ -68,21 +67,6 @@ class FacesConfig:
     single_thread: bool = True  # cv2.setNumThreads(1): parallelism comes from worker processes
 
 
-#: Manifest columns of the faces stage, one row per (take, view); see manifests/faces.md.
-FACES_SCHEMA = pa.schema([
-    pa.field("face_status", pa.string(), nullable=False),
-    pa.field("face_error", pa.string()),
-    pa.field("face_backend", pa.string()),
-    pa.field("face_frames", pa.int32()),
-    pa.field("found_ratio", pa.float32()),
-    pa.field("interpolated_frames", pa.int32()),
-    pa.field("mean_score", pa.float32()),
-    pa.field("jitter", pa.float32()),
-    pa.field("detector_calls", pa.int32()),
-    pa.field("rejected_ratio", pa.float32()),
-    pa.field("mesh_ratio", pa.float32()),
-])
-
 #: Landmarker codes of `.faces.npz` `landmarker` (1 + index; 0 = no face on the frame).
 LANDMARKERS = ("fit", "mesh")
 MESH_POINTS = 478  # mediapipe's refined mesh (468 face vertices + 10 iris points)
@@ -109,7 +93,7 @@ class FaceResult:
     mesh_ratio: float = 0.0
 
     def as_row(self) -> dict:
-        """This result as a row of FACES_SCHEMA."""
+        """This result as columns (face_status, face_error, quality; clips.parquet keeps those it has)."""
         d = asdict(self)
         return {"face_status": d["status"], "face_error": d["error"], "face_backend": d["backend"],
                 "face_frames": d["n_frames"], "found_ratio": d["found_ratio"],

@@ -15,7 +15,7 @@ from meadkit.corpus.names import MEAD_FPS, VIEWS
 from meadkit.corpus.sources import Source
 from meadkit.index import source_of
 from meadkit.manifest import read_table
-from meadkit.prepare import USABLE_AUDIO, USABLE_VIDEO
+from meadkit.records import USABLE_AUDIO, USABLE_VIDEO
 from meadkit.report.page import is_missing, note
 
 MANIFESTS = ("recordings", "sync", "clips", "status")

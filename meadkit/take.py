@@ -1,0 +1,319 @@
+"""The take worker: a take's stages run in their declared order, then its record is committed.
+
+`STAGES` declares the per-take stages (sync, features, faces): what each needs, what it makes for later stages,
+which clip columns it adds, and its precondition (a take that does not meet it fails with that reason);
+`--until` cuts the list (`stages_until`). A worker (`process_take`) syncs the views, computes the MFCC once for
+the take's window, runs the faces stage on each view cut to the window, writes every output under a temporary
+name and commits the take's record last (`OUT/state/takes/<take_id>.json`). A bad take becomes a failed record;
+a full or read-only disk stops the run (`OutputDiskError`) and records nothing for the take it hit.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from meadkit.atomic import OutputDiskError, atomic_path, disk_error, output_error
+from meadkit.corpus.names import TakeKey
+from meadkit.records import (USABLE_AUDIO, USABLE_VIDEO, ClipRow, Outcome, RecordingRow, SyncRow, TakeRecord,
+                             take_outcome)
+
+if TYPE_CHECKING:
+    from meadkit.config import Pipeline
+    from meadkit.sync import TakeSync
+
+#: What a take's state holds before any stage runs: its reference audio's row and its usable views' rows.
+TASK_INPUTS = ("reference", "usable")
+
+
+class TakeError(RuntimeError):
+    """A take that cannot be processed as a whole (reason in the message)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One per-take stage: the state it reads (`needs`) and sets for later stages (`makes`), the clip columns it
+    fills (`adds`), why a take cannot run it (`blocked`: a reason, or None) and the step itself (`run`)."""
+
+    name: str
+    needs: tuple[str, ...]
+    makes: tuple[str, ...]
+    adds: tuple[str, ...]
+    blocked: Callable[[TakeState], Optional[str]]
+    run: Callable[[TakeState], None]
+
+
+@dataclass
+class TakeState:
+    """What one take's stages share while it runs: the task, its usable views, what earlier stages made, each
+    view's clip row and each stage's outcome per view (reduced into the clip's status at the end)."""
+
+    task: TakeTask
+    pipeline: Pipeline
+    usable: dict[str, RecordingRow]
+    clips: dict[str, ClipRow]
+    outcomes: dict[str, dict[str, Outcome]]
+    audio: Optional[tuple] = None
+    window: Optional[TakeSync] = None
+    sync: list[SyncRow] = field(default_factory=list)
+    times: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def start(cls, task: TakeTask, pipeline: Pipeline) -> TakeState:
+        return cls(task, pipeline, usable={r.view: r for r in task.views if r.status in USABLE_VIDEO},
+                   clips={r.view: ClipRow.of(r) for r in task.views},
+                   outcomes={r.view: {"index": r.outcome()} for r in task.views})
+
+    @property
+    def out(self) -> Path:
+        return Path(self.task.out)
+
+
+def clip_dir(out: Path | str, key: TakeKey) -> Path:
+    return Path(out) / "clips" / key.actor / key.id
+
+
+# ---------------------------------------------------------------- the stages
+
+
+def _sync_blocked(s: TakeState) -> Optional[str]:
+    ref = s.task.reference
+    if ref is None or ref.status not in USABLE_AUDIO:
+        return "no usable reference audio" + (f": {ref.error}" if ref else "")
+    return None if s.usable else "no usable view video"
+
+
+def _no_window(s: TakeState) -> Optional[str]:
+    """Why the take has no synced window to cut (features and faces need one), or None."""
+    return None if s.window.n_frames else f"no common window: {s.window.error}"
+
+
+def _run_sync(s: TakeState) -> None:
+    """Offsets of the usable views on the reference audio and the take's window; a take without one fails."""
+    from meadkit.sync import sync_rows
+
+    s.audio = _reference_audio(s.task.reference)
+    s.window, seconds = _timed(_sync, s.task, s.usable, s.audio, s.pipeline)
+    s.times["sync"] += seconds
+    s.sync = sync_rows(s.task.key, s.window)
+    for row in s.sync:
+        s.clips[row.view].update(offset_s=row.offset_s, sync_confidence=row.confidence, sync_method=row.method,
+                                 t0_s=row.t0_s, start_frame=row.start_frame, n_frames=row.n_frames)
+        s.outcomes[row.view]["sync"] = Outcome(row.status, row.error)
+    why = _no_window(s)
+    if why:
+        raise TakeError(why)
+
+
+def _run_features(s: TakeState) -> None:
+    """The take's MFCC, once, on its window; every clip of the take points at it."""
+    values, seconds = _timed(_features, s.audio, s.window, s.pipeline, clip_dir(s.out, s.task.key))
+    s.times["features"] += seconds
+    for clip in s.clips.values():
+        clip.update(**values)
+
+
+def _run_faces(s: TakeState) -> None:
+    """The faces stage on each view cut to the window (a view that is not keeps its sync status and why)."""
+    from meadkit.index import source_of
+
+    cdir = clip_dir(s.out, s.task.key)
+    for view, row in s.usable.items():
+        vs = s.window.views.get(view)
+        if vs is None or vs.start_frame is None:
+            continue
+        face, seconds = _timed(_faces, source_of(row.to_row()), vs, s.pipeline, cdir, view, s.out)
+        s.times["faces"] += seconds
+        s.outcomes[view]["faces"] = Outcome(face["face_status"], face["face_error"])
+        s.clips[view].update(**{k: v for k, v in face.items() if k in _FACE_COLUMNS})
+
+
+_SYNC_COLUMNS = ("sync_status", "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames")
+_FEATURE_COLUMNS = ("mfcc_npz", "mfcc_recipe", "padded_rows", "audio_duration_s")
+_FACE_COLUMNS = ("face_backend", "found_ratio", "mean_score", "jitter", "rejected_ratio", "mesh_ratio", "crop_size",
+                 "crop_video", "faces_npz")
+#: The per-take stages in data-flow order.
+STAGES = (
+    Stage("sync", needs=TASK_INPUTS, makes=("audio", "window", "sync"), adds=_SYNC_COLUMNS, blocked=_sync_blocked,
+          run=_run_sync),
+    Stage("features", needs=("audio", "window"), makes=(), adds=_FEATURE_COLUMNS, blocked=_no_window, run=_run_features),
+    Stage("faces", needs=("usable", "window"), makes=(), adds=("face_status",) + _FACE_COLUMNS, blocked=_no_window,
+          run=_run_faces),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stages_until(name: str) -> tuple[str, ...]:
+    """The declared stages up to and including `name`."""
+    return STAGE_NAMES[: STAGE_NAMES.index(name) + 1]
+
+
+def check_stages(names: Sequence[str]) -> None:
+    """Refuse (ValueError) a choice of stages with an unknown name, or one that leaves out what a chosen stage needs."""
+    unknown = sorted(set(names) - set(STAGE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGE_NAMES)}")
+    have = set(TASK_INPUTS)
+    for stage in (s for s in STAGES if s.name in names):
+        missing = [n for n in stage.needs if n not in have]
+        if missing:
+            raise ValueError(f"stage {stage.name} needs {', '.join(missing)}, made by a stage not chosen")
+        have |= set(stage.makes)
+
+
+@dataclass
+class TakeTask:
+    """What a worker needs for one take: its recordings rows and where to write."""
+
+    key: TakeKey
+    reference: Optional[RecordingRow]
+    views: list[RecordingRow]
+    out: str
+    stages: tuple[str, ...] = STAGE_NAMES
+    inputs: str = ""  # `prepare.take_inputs` of the rows: a finished take is redone when its inputs change
+
+
+@dataclass
+class TakeJob:
+    """The per-take worker: a callable holding the pipeline config (pickles to processes and Dask)."""
+
+    pipeline: Pipeline
+    config_hash: str
+
+    def __call__(self, task: TakeTask) -> TakeRecord:
+        return process_take(task, self.pipeline, self.config_hash)
+
+
+# ---------------------------------------------------------------- one take
+
+
+def process_take(task: TakeTask, pipeline: Pipeline, config_hash: str) -> TakeRecord:
+    """Run the task's stages in declared order; write outputs and, last, the record. Raises only OutputDiskError."""
+    state, started, failure = TakeState.start(task, pipeline), time.perf_counter(), None
+    try:
+        for stage in (s for s in STAGES if s.name in task.stages):
+            why = stage.blocked(state)
+            if why:
+                raise TakeError(why)
+            stage.run(state)
+    except Exception as e:  # one bad take must never stop the run, unless OUT cannot be written
+        disk = output_error(e, state.out)
+        if disk:
+            raise disk from None
+        failure = _describe(e)
+    record = _take_record(state, config_hash, failure, time.perf_counter() - started)
+    commit_record(state.out, record)
+    return record
+
+
+def _take_record(s: TakeState, config_hash: str, failure: Optional[str], seconds: float) -> TakeRecord:
+    """The record of a finished (or failed) take; a failed take's clips keep only what the index gave them."""
+    clips = [(s.clips[r.view] if failure is None else ClipRow.of(r)).settle(s.outcomes[r.view], failure)
+             for r in s.task.views]
+    status, error = take_outcome(clips, failure)
+    times = {k: round(v, 3) for k, v in s.times.items()} | {"total": round(seconds, 3)}
+    return TakeRecord(s.task.key.id, config_hash, s.task.inputs, list(s.task.stages), status, error,
+                      0 if failure else int(s.window.n_frames), s.sync, clips, times)
+
+
+def crashed_record(task: TakeTask, config_hash: str, exc: BaseException) -> TakeRecord:
+    """The record of a take whose worker raised past `process_take` or died: its usable views failed."""
+    clips = [ClipRow.of(r).settle({"index": r.outcome()}, "worker crashed") for r in task.views]
+    status, error = take_outcome(clips, f"worker crashed: {_describe(exc)}")
+    return TakeRecord(task.key.id, config_hash, task.inputs, list(task.stages), status, error, 0, [], clips, {})
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t
+
+
+def _reference_audio(reference: RecordingRow) -> tuple:
+    """The take's reference audio (mono, native rate), decoded once for sync and features."""
+    from meadkit.index import source_of
+    from meadkit.media.audio import load_audio
+    from meadkit.media.probe import MediaError
+
+    try:
+        return load_audio(source_of(reference.to_row()), mono=True)
+    except MediaError as e:
+        raise TakeError(f"reference audio unreadable: {e}") from None
+
+
+def _sync(task: TakeTask, usable: dict[str, RecordingRow], audio: tuple, pipeline: Pipeline) -> TakeSync:
+    from meadkit.index import source_of
+    from meadkit.media.probe import Probe
+    from meadkit.sync import sync_take
+
+    ref, rows = task.reference.to_row(), {v: r.to_row() for v, r in usable.items()}
+    views = {v: (source_of(r), Probe.from_row(r)) for v, r in rows.items()}
+    return sync_take(source_of(ref), Probe.from_row(ref), views, pipeline.sync, ref_audio=audio)
+
+
+def _features(audio: tuple, take_sync: TakeSync, pipeline: Pipeline, cdir: Path) -> dict:
+    """Compute and write the take's mfcc.npz; its clip columns."""
+    from meadkit.features import compute_features, feature_row, save_features
+
+    audio, sr = audio
+    result = compute_features(audio, sr, take_sync.t0_s, take_sync.n_frames, take_sync.fps, pipeline.features)
+    path = cdir / "mfcc.npz"
+    save_features(result, path)
+    row = feature_row(result)
+    return {
+        "mfcc_npz": str(path.relative_to(cdir.parents[2])), "mfcc_recipe": row["recipe"],
+        "padded_rows": row["padded_rows"], "audio_duration_s": row["audio_duration_s"],
+    }
+
+
+def _faces(source, view_sync, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:
+    """Run the faces stage on one view's window: `FaceResult.as_row` (face_status, face_error, quality), the crop
+    size and the output paths (null unless written)."""
+    from meadkit.faces import process_view
+
+    video, arrays = cdir / f"{view}.mp4", cdir / f"{view}.faces.npz"
+    res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces)
+    ok = res.status in ("ok", "partial")  # partial views keep their outputs; the status says why they are not ok
+    return res.as_row() | {
+        "crop_size": pipeline.faces.crop_size, "crop_video": str(video.relative_to(out)) if ok else None,
+        "faces_npz": str(arrays.relative_to(out)) if ok else None,
+    }
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TakeError):
+        return str(e)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+# ---------------------------------------------------------------- committed records
+
+
+def record_path(out: Path | str, take_id: str) -> Path:
+    return Path(out) / "state" / "takes" / f"{take_id}.json"
+
+
+def commit_record(out: Path | str, record: TakeRecord) -> None:
+    """Write a take's record atomically: the take counts as finished only once this exists (any OSError: OUT's)."""
+    path = record_path(out, record.take_id)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(record.to_json())
+    except OSError as e:
+        raise OutputDiskError(e.errno, disk_error(e, path)) from None
+
+
+def load_records(out: Path | str) -> dict[str, TakeRecord]:
+    """All committed take records under OUT, by take id (unreadable ones are ignored, so redone)."""
+    records = {}
+    for p in sorted((Path(out) / "state" / "takes").glob("*.json")):
+        try:
+            records[p.stem] = TakeRecord.from_json(p.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return records
