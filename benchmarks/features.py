@@ -127,9 +127,9 @@ def main():
         print("\n== training-loader window cuts (60 s take, random frames) ==")
         feats = compute_features(y, sr, 0.0, n_frames, fps, cfg).mfcc
         idx = np.random.default_rng(0).integers(0, n_frames, 200_000).tolist()
-        out = np.empty((30, 28), np.float32)
-        t_alloc = best_of(lambda: [mfcc_window(feats, i) for i in idx], repeats=3)
-        t_out = best_of(lambda: [mfcc_window(feats, i, out=out) for i in idx], repeats=3)
+        out = np.empty((cfg.context, cfg.width), np.float32)
+        t_alloc = best_of(lambda: [mfcc_window(feats, i, cfg.context) for i in idx], repeats=3)
+        t_out = best_of(lambda: [mfcc_window(feats, i, cfg.context, out=out) for i in idx], repeats=3)
         files = sorted((tmp / f"orig-{n_frames}").iterdir())
         few = idx[:5000]
         t_files = best_of(lambda: [np.load(files[i], allow_pickle=False) for i in few], repeats=3)

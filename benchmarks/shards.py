@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from meadkit.corpus.names import EMOTIONS, MEAD_FPS, VIEWS, TakeKey, emotion_label  # noqa: E402
 from meadkit.corpus.sources import Source  # noqa: E402
-from meadkit.data import MFCC_CONTEXT, ShardDataset, collate_batch, make_loader  # noqa: E402
-from meadkit.features import mfcc_window  # noqa: E402
+from meadkit.data import ShardDataset, collate_batch, make_loader  # noqa: E402
+from meadkit.features import FeaturesConfig, mfcc_window  # noqa: E402
 from meadkit.manifest import write_table  # noqa: E402
 from meadkit.media.video import VideoWriter, iter_frames  # noqa: E402
 from meadkit.runner import Executor  # noqa: E402
@@ -161,7 +161,7 @@ class OnTheFlyMp4(Dataset):
         with np.load(self.out / r["faces_npz"]) as z:
             lm = z["landmarks_crop"][f] * (SIZE / CROP)
         with np.load(self.out / r["mfcc_npz"]) as z:
-            window = mfcc_window(z["mfcc"], f, MFCC_CONTEXT)
+            window = mfcc_window(z["mfcc"], f, FeaturesConfig().context)
         nc = int(self.neutral[i % len(self.neutral)])
         labels = {"emotion": emotion_label(r["emotion"]), "level": r["level"] - 1, "actor": ACTORS.index(r["actor"]),
                   "view": VIEWS.index(r["view"])}

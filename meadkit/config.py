@@ -1,9 +1,10 @@
 """The effective pipeline configuration: stage dataclasses, filled from a TOML file and `--set` overrides.
 
-Each stage owns its config dataclass (e.g. `meadkit.sync.SyncConfig`); a pipeline file has
-one table per stage whose keys are that dataclass's fields. Values are checked on load against the field's
-annotation and its metadata (`{"min": .., "max": .., "choices": (..)}`) by `check_value`, the one validator of
-every meadkit config (the baseline's too). The hash of the settings that
+Each stage owns its frozen config dataclass (e.g. `meadkit.sync.SyncConfig`); a pipeline file has
+one table per stage whose keys are that dataclass's fields. `load_tables` is the one loader of every meadkit
+config file (the pipeline's and the baseline's): values are checked on load against the field's annotation and
+its metadata (`{"min": .., "max": .., "choices": (..)}`) by `check_value`, the one validator. The files shipped
+with the package (`meadkit/pipelines/`) hold the defaults. The hash of the settings that
 change a take's outputs decides which finished takes a rerun may keep.
 """
 from __future__ import annotations
@@ -16,9 +17,18 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-#: Stage name -> "module:ConfigClass". Order is the data-flow order.
+if TYPE_CHECKING:
+    from meadkit.faces import FacesConfig
+    from meadkit.features import FeaturesConfig
+    from meadkit.index import IndexConfig
+    from meadkit.shards import ShardConfig
+    from meadkit.splits import SplitConfig
+    from meadkit.sync import SyncConfig
+
+#: Stage name -> "module:ConfigClass" (imported when a pipeline is loaded: the stage modules import this one).
+#: Order is the data-flow order, that of Pipeline's fields.
 STAGES = {
     "index": "meadkit.index:IndexConfig",
     "sync": "meadkit.sync:SyncConfig",
@@ -29,33 +39,33 @@ STAGES = {
 }
 #: Stages whose settings change the per-take outputs (and so the resume hash).
 TAKE_STAGES = ("sync", "faces", "features")
-#: The pipeline file shipped with the repository (its values equal the dataclass defaults).
-DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "default.toml"
+#: The config files shipped inside the package (their values equal the dataclass defaults).
+PIPELINES_DIR = Path(__file__).with_name("pipelines")
+DEFAULT_PIPELINE = PIPELINES_DIR / "default.toml"
 
 
 class ConfigError(ValueError):
-    """A pipeline file or override that does not fit the stage configs; the message says which key."""
+    """A config file or override that does not fit the config dataclasses; the message says which key."""
 
 
-def _config_class(stage: str):
+def _config_class(stage: str) -> type:
     module, cls = STAGES[stage].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Pipeline:
-    """One config object per stage."""
+    """One config object per stage (field names are the STAGES keys, in their order)."""
 
-    stages: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["stages"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+    index: IndexConfig
+    sync: SyncConfig
+    faces: FacesConfig
+    features: FeaturesConfig
+    splits: SplitConfig
+    shards: ShardConfig
 
     def as_dict(self) -> dict[str, dict]:
-        return {name: _plain(dataclasses.asdict(cfg)) for name, cfg in self.stages.items()}
+        return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in dataclasses.fields(self)}
 
     def take_hash(self) -> str:
         """Hash of the settings that change per-take outputs (sync, faces, features)."""
@@ -107,7 +117,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return stage, field, value
 
 
-def read_tables(path: Optional[Path | str] = None, overrides: Iterable[str] = (), base: Optional[dict] = None) -> dict[str, dict]:
+def _read_tables(path: Optional[Path | str], overrides: Iterable[str], base: Optional[dict]) -> dict[str, dict]:
     """The tables of a TOML file (else a copy of `base`, else none) with `table.key=value` overrides applied."""
     data: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
@@ -121,13 +131,31 @@ def read_tables(path: Optional[Path | str] = None, overrides: Iterable[str] = ()
     return data
 
 
-def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = ()) -> Pipeline:
-    """Read a pipeline TOML (default: the shipped defaults) and apply `stage.key=value` overrides."""
-    data = read_tables(path, overrides)
-    unknown = set(data) - set(STAGES)
+def load_tables(tables: dict[str, type], kind: str, path: Optional[Path | str] = None, overrides: Iterable[str] = (),
+                base: Optional[dict] = None) -> dict[str, Any]:
+    """The one loader of meadkit's config files: one `tables[name]` instance per table, read from a TOML file
+    (else from `base` {table: {key: value}}, else the defaults) with `table.key=value` overrides applied. Unknown
+    tables (named as `kind` tables), unknown keys and bad values raise ConfigError."""
+    data = _read_tables(path, overrides, base)
+    unknown = set(data) - set(tables)
     if unknown:
-        raise ConfigError(f"unknown stage table(s) {sorted(unknown)}; known: {list(STAGES)}")
-    return Pipeline({name: build_table(_config_class(name), name, data.get(name, {})) for name in STAGES})
+        raise ConfigError(f"unknown {kind} table(s) {sorted(unknown)}; known: {list(tables)}")
+    return {name: build_table(cls, name, data.get(name, {})) for name, cls in tables.items()}
+
+
+def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = ()) -> Pipeline:
+    """Read a pipeline TOML (default: the built-in defaults) and apply `stage.key=value` overrides."""
+    return Pipeline(**load_tables({name: _config_class(name) for name in STAGES}, "stage", path, overrides))
+
+
+def recorded_stage(text: Optional[str], stage: str) -> Any:
+    """One stage's config from pipeline TOML text recorded beside outputs (a shard set's meta.json keeps the
+    text that made its clips), checked as on load; the stage's defaults where nothing was recorded."""
+    try:
+        tables = tomllib.loads(text or "")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"the recorded pipeline config is not TOML: {e}") from None
+    return build_table(_config_class(stage), stage, tables.get(stage, {}))
 
 
 def build_table(cls: type, table: str, values: dict) -> Any:

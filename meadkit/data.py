@@ -1,5 +1,6 @@
-"""torch Dataset over a shard set: per video frame, the face, its 30x28 MFCC window, landmarks, labels and a
-neutral reference face, gathered from memory maps (no per-sample file opens, no pickle, flat memory).
+"""torch Dataset over a shard set: per video frame, the face, its MFCC window (30x28: shapes as the shard set's
+meta.json records them), landmarks, labels and a neutral reference face, gathered from memory maps (no per-sample
+file opens, no pickle, flat memory).
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate, get_worker_info
 
+from meadkit.config import ConfigError, recorded_stage
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.features import mfcc_window
 from meadkit.shards import ShardError, open_shard, read_index, read_meta, verify_for_reading
 
 log = logging.getLogger(__name__)
 
-#: Audio context of one sample: 30 MFCC rows (1 s), rows [i-15, i+15) of the clip, zero beyond its edges.
-MFCC_CONTEXT = 30
+
+def mfcc_window_shape(meta: dict) -> tuple[int, int]:
+    """(context, width) of a shard set's MFCC windows: `features.context` of the pipeline config that made its clips
+    (meta's `pipeline` text; the defaults where none was recorded) and the per-frame width its mfcc arrays hold."""
+    return recorded_stage(meta.get("pipeline"), "features").context, *meta["layout"]["mfcc"]["per_frame_shape"]
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -106,7 +111,8 @@ class _BatchRing:
 class ShardDataset(Dataset):
     """Training samples (one per video frame) of the clips in a shard set that pass the filters.
 
-    A sample is a dict of tensors: `frame` and `neutral` (3,S,S) uint8 RGB, `mfcc` (30,28) f32, `landmarks`
+    A sample is a dict of tensors: `frame` and `neutral` (3,S,S) uint8 RGB, `mfcc` f32 of `mfcc_shape` (context,
+    width: 30x28; rows [i - context//2, i - context//2 + context) of the clip, zero beyond its edges), `landmarks`
     (68,2) f32 in frame pixels, `valid` and `padded` bool, and int64 `emotion` (paper order), `level`
     (0-based), `actor` (index into `vocab['actors']`), `view` (index into VIEWS). `neutral` is a frame of a
     neutral clip of the same actor and view, fixed per sample by `seed`. `__getitems__` gathers a whole
@@ -131,6 +137,11 @@ class ShardDataset(Dataset):
         if size is not None and size != self.meta["size"]:
             raise ShardError(f"{self.dir} holds {self.meta['size']}px frames, not {size}px: shard again with --size {size}")
         self.size, self.seed = self.meta["size"], int(seed)
+        try:
+            #: (context, width) of the `mfcc` windows.
+            self.mfcc_shape = mfcc_window_shape(self.meta)
+        except ConfigError as e:
+            raise ShardError(f"{self.dir / 'meta.json'} records a pipeline config this meadkit refuses: {e}") from None
         self.vocab = self.meta["vocab"]
         index = read_index(self.dir)
         usable = index[(index["status"] == "ok") & (index["length"] > 0)].reset_index(drop=True)
@@ -220,7 +231,7 @@ class ShardDataset(Dataset):
         return {
             "frame": ((b, 3, s, s), torch.uint8),
             "neutral": ((b, 3, s, s), torch.uint8),
-            "mfcc": ((b, MFCC_CONTEXT, 28), torch.float32),
+            "mfcc": ((b, *self.mfcc_shape), torch.float32),
             "landmarks": ((b, 68, 2), torch.float32),
             "valid": ((b,), torch.bool),
             "padded": ((b,), torch.bool),
@@ -246,7 +257,7 @@ class ShardDataset(Dataset):
             o["frame"][j] = m["frames"][p]
             o["neutral"][j] = (self._maps.get(nsh) or self._open(nsh))["frames"][npos]
             o["landmarks"][j] = m["landmarks"][p]
-            mfcc_window(m["mfcc"][a:e], f, MFCC_CONTEXT, out=o["mfcc"][j])
+            mfcc_window(m["mfcc"][a:e], f, self.mfcc_shape[0], out=o["mfcc"][j])
         for k in ("valid", "padded"):  # one fancy-index per shard for the 1-byte arrays
             for sh in np.unique(shard).tolist():
                 sel = shard == sh

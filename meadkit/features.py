@@ -33,11 +33,13 @@ class FeaturesConfig:
     recipe: str = field(default="mead", metadata={"choices": RECIPES})
     #: The original code's quirk: each 28-vector normalised by its own mean and std.
     normalize_per_frame: bool = False
-    #: Fixed: shards, the Dataset and the a2l network hold 28 = 2 x 14 values per frame.
+    #: Fixed: the shards hold `width` = 2 x 14 = 28 values per frame (the shard set's meta.json records it, and
+    #: the Dataset and the a2l network take it from there).
     n_mfcc: int = field(default=14, metadata={"choices": (14,)})
     #: Analysis window length in seconds: n_fft = int(window_s * sr), as the paper's code.
     window_s: float = field(default=0.025, metadata={"min": 0.005, "max": 0.2})
-    #: Rows of one training window: fixed, the Dataset and `generate` cut 30 rows (`meadkit.data.MFCC_CONTEXT`).
+    #: Rows of one training window (1 s): fixed, the paper's; the Dataset reads it from the pipeline config a shard
+    #: set records, `generate` from the run's.
     context: int = field(default=30, metadata={"choices": (30,)})
     #: Width of librosa.feature.delta (its default, as the paper's code); odd.
     delta_width: int = field(default=9, metadata={"min": 3})
@@ -47,12 +49,17 @@ class FeaturesConfig:
         if self.delta_width % 2 == 0:
             raise ConfigError(f"features.delta_width = {self.delta_width}: must be odd")
 
+    @property
+    def width(self) -> int:
+        """MFCC values per frame: the coefficients and their deltas."""
+        return 2 * self.n_mfcc
+
 
 @dataclass(frozen=True)
 class FeatureResult:
     """MFCC rows of one take on its synced frame grid, and which rows saw zero-padding."""
 
-    mfcc: np.ndarray  # (n_frames, 2 * n_mfcc) float32
+    mfcc: np.ndarray  # (n_frames, width) float32
     padded: np.ndarray  # (n_frames,) bool: analysis window extends past the audio
     audio_duration_s: float
     sample_rate: int
@@ -88,7 +95,7 @@ def compute_features(
     lo, hi = _grid_span(len(y), sr, t0_s, n_frames, fps)
     centres = frame_centres(sr, t0_s, np.arange(lo, hi), fps)
     if n_frames == 0:
-        mfcc = np.zeros((0, 2 * config.n_mfcc), np.float32)
+        mfcc = np.zeros((0, config.width), np.float32)
     else:
         mfcc = _mead_mfcc(y, sr, centres, n_fft, config)[-lo : -lo + n_frames]
     if config.normalize_per_frame:
@@ -120,7 +127,7 @@ def _grid_span(n_samples: int, sr: int, t0_s: float, n_frames: int, fps: Fractio
 
 
 def _mead_mfcc(y: np.ndarray, sr: int, centres: np.ndarray, n_fft: int, config: FeaturesConfig) -> np.ndarray:
-    """(rows, 2*n_mfcc) float32: librosa's mfcc + delta on Hann frames centred at `centres` (zero outside y)."""
+    """(rows, width) float32: librosa's mfcc + delta on Hann frames centred at `centres` (zero outside y)."""
     # Zero-pad by n_fft on both sides; a frame starting further out is all zeros either way.
     padded = np.zeros(len(y) + 2 * n_fft, dtype=np.float32)
     padded[n_fft : n_fft + len(y)] = y
@@ -149,7 +156,7 @@ def _mel_basis(sr: int, n_fft: int) -> np.ndarray:
     return librosa.filters.mel(sr=sr, n_fft=n_fft)
 
 
-def mfcc_window(features: np.ndarray, i: int, context: int = 30, out: np.ndarray | None = None) -> np.ndarray:
+def mfcc_window(features: np.ndarray, i: int, context: int, out: np.ndarray | None = None) -> np.ndarray:
     """Rows [i - context//2, i - context//2 + context) of `features`, zero rows beyond the clip's
     edges (the original's pad-15-zero-frames-then-slice); written into `out` if given."""
     n = features.shape[0]

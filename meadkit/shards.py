@@ -30,6 +30,7 @@ from meadkit.atomic import TMP_MARK, atomic_path, disk_error, is_within, tmp_nam
 from meadkit.config import check_fields
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.corpus.sources import Source
+from meadkit.features import FeaturesConfig
 from meadkit.lock import OutputLock
 from meadkit.manifest import read_table, write_table
 from meadkit.media.probe import MediaError
@@ -96,11 +97,12 @@ class ShardConfig:
 
 
 def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Per-frame shape and dtype of every shard array (frames are RGB, channels first)."""
+    """Per-frame shape and dtype of every shard array (frames are RGB, channels first; the MFCC width is the features
+    stage's, fixed by FeaturesConfig). meta.json's `layout` records them: readers take the widths from there."""
     return {
         "frames": ((3, size, size), "uint8"),
         "landmarks": ((68, 2), "float32"),
-        "mfcc": ((28,), "float32"),
+        "mfcc": ((FeaturesConfig().width,), "float32"),
         "valid": ((), "bool"),
         "padded": ((), "bool"),
     }
@@ -204,7 +206,8 @@ def _load_clip_arrays(out_dir: Path, clip: dict, size: int) -> dict[str, np.ndar
             mfcc, padded = z["mfcc"], z["padded"]
     except (OSError, KeyError, ValueError) as e:
         raise _ClipError(f"cannot read clip arrays: {e}") from None
-    for name, a, shape in (("landmarks_crop", lm, (t, 68, 2)), ("valid", valid, (t,)), ("mfcc", mfcc, (t, 28)), ("padded", padded, (t,))):
+    mfcc_shape = array_specs(size)["mfcc"][0]
+    for name, a, shape in (("landmarks_crop", lm, (t, 68, 2)), ("valid", valid, (t,)), ("mfcc", mfcc, (t, *mfcc_shape)), ("padded", padded, (t,))):
         if a.shape != shape:
             raise _ClipError(f"{name} has shape {a.shape}, manifest n_frames={t} wants {shape}")
     if not np.isfinite(mfcc).all() or not np.isfinite(lm[valid.astype(bool)]).all():

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from meadkit.baseline import losses as L
 from meadkit.baseline.batch import gather, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
-from meadkit.baseline.config import ConfigError, load_config
+from meadkit.baseline.config import DEFAULT_BASELINE, load_config
 from meadkit.baseline.evaluate import evaluate
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_run
@@ -25,6 +25,7 @@ from meadkit.baseline.models import (
 )
 from meadkit.baseline.pca import MOUTH_JAW, fit_pca
 from meadkit.baseline.train import STAGE_CLASSES, STAGES, Context, TrainError, train
+from meadkit.config import ConfigError
 from meadkit.corpus.names import MEAD_FPS
 from meadkit.corpus.sources import Source
 from meadkit.media.probe import probe
@@ -54,6 +55,8 @@ def _mouth_landmarks(opening: float) -> np.ndarray:
 class FaceSet(torch.utils.data.Dataset):
     """Samples shaped like meadkit.data.ShardDataset's: the emotion paints a colour band (brighter with the
     level), the audio window's centre row opens a dark mouth whose landmarks follow, actors differ in tone."""
+
+    mfcc_shape = (30, 28)
 
     def __init__(self, n: int = 64, seed: int = 0):
         g = np.random.default_rng(seed)
@@ -101,8 +104,8 @@ def test_model_output_shapes():
     b, x = 2, torch.rand(2, 3, S, S) * 2 - 1
     e, lv = torch.tensor([0, 7]), torch.tensor([2, 0])
     assert [t.shape for t in FaceClassifier(8)(x)] == [(b, 8), (b, 3)]
-    assert Audio2Landmark(20, 60, 3)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
-    assert Audio2Landmark(20, 60, 3, use_labels=False)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
+    assert Audio2Landmark(20, 60, 3, True, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
+    assert Audio2Landmark(20, 60, 3, False, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
     assert NeutralToEmotion(8, 1)(x, e, lv).shape == (b, 3, S, S)
     hm = landmark_heatmap(torch.full((b, 37, 2), 10.0), S)
     assert hm.shape == (b, 1, S, S)
@@ -154,8 +157,7 @@ def test_config_overrides_and_errors(tmp_path):
     for bad in (["refine.nope=1"], ["nope.x=1"], ["train.size=big"], ["train.size=6.5"]):
         with pytest.raises(ConfigError):
             load_config(None, bad)
-    shipped = Path(__file__).resolve().parent.parent / "pipelines" / "baseline.toml"
-    assert load_config(shipped) == load_config()
+    assert load_config(DEFAULT_BASELINE) == load_config()
 
 
 def test_cuda_without_a_gpu_is_a_readable_error(tmp_path):

@@ -1,6 +1,7 @@
 """ShardDataset: samples equal the prepared clip outputs, neutral references, filters, loaders, verification."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -11,9 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
-from meadkit.data import MFCC_CONTEXT, ShardDataset, balanced_sampler, collate_batch, make_loader
+from meadkit.data import ShardDataset, balanced_sampler, collate_batch, make_loader
+from meadkit.features import FeaturesConfig
 from meadkit.shards import ShardError
 from fakes import SIZE, expected_clip
+
+MFCC_CONTEXT = FeaturesConfig().context
 
 
 def _window(mfcc: np.ndarray, i: int) -> np.ndarray:
@@ -165,3 +169,35 @@ def test_balanced_sampler_evens_out_emotions(shard_set):
     assert np.array_equal(drawn, labels[np.array(list(balanced_sampler(ds, seed=0, num_samples=20000)))])
     raw = np.bincount(labels)[present] / len(labels)
     assert raw.max() - raw.min() > 0.1  # the data itself is unbalanced, so the sampler did the evening out
+
+
+def _rewritten(shard_set, d, mfcc=lambda a: a, pipeline=None):
+    """A copy of `shard_set` in `d` whose mfcc arrays are `mfcc(array)` and whose meta.json records them (layout)
+    and `pipeline` as the config that made it."""
+    shutil.copytree(shard_set, d)
+    meta = json.loads((d / "meta.json").read_text())
+    for s in meta["shards"]:
+        path = d / s["name"] / "mfcc.npy"
+        np.save(path, np.ascontiguousarray(mfcc(np.load(path))))
+    meta["layout"]["mfcc"]["per_frame_shape"] = list(np.load(d / meta["shards"][0]["name"] / "mfcc.npy").shape[1:])
+    meta["pipeline"] = pipeline
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_the_mfcc_width_comes_from_the_shard_set(shard_set, tmp_path):
+    """A set whose meta.json records 12 MFCC values per frame gives (30, 12) windows, the first 12 of each row."""
+    ds = ShardDataset(shard_set)
+    narrow = ShardDataset(_rewritten(shard_set, tmp_path / "narrow", lambda a: a[:, :12]), verify="none")
+    assert ds.mfcc_shape == (30, 28) and narrow.mfcc_shape == (30, 12)
+    idx = [0, 7, len(ds) - 1]
+    wide, got = ds.__getitems__(idx)["mfcc"], narrow.__getitems__(idx)["mfcc"]
+    assert got.shape == (3, 30, 12) and torch.equal(got, wide[..., :12])
+    assert narrow[5]["mfcc"].shape == (30, 12)
+
+
+def test_the_window_context_comes_from_the_recorded_pipeline(shard_set, tmp_path):
+    made_with = "[features]\ncontext = 30\nnormalize_per_frame = true\n"
+    assert ShardDataset(_rewritten(shard_set, tmp_path / "a", pipeline=made_with), verify="none").mfcc_shape == (30, 28)
+    with pytest.raises(ShardError, match="features.context = 20: must be one of 30"):
+        ShardDataset(_rewritten(shard_set, tmp_path / "b", pipeline="[features]\ncontext = 20\n"), verify="none")

@@ -12,7 +12,7 @@ from meadkit.faces import (FaceBackendUnavailable, FacesConfig, NoFaceError, ali
                            backend_for, process_view)
 from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity
 from meadkit.faces.backends import FAN_WEIGHTS, Detection, FanBackend, HogDetector
-from meadkit.faces.smooth import OneEuroParams, TrackSmoother, jitter
+from meadkit.faces.smooth import TrackSmoother, jitter
 from meadkit.testing.face_clip import per_frame_landmarks, photo, write_clip
 from meadkit.faces.track import main_face
 from meadkit.manifest import to_table
@@ -137,7 +137,7 @@ def test_smoothing_cuts_jitter_without_lag_on_a_step():
     truth = np.repeat(base[None], T, 0)
     truth[step:] += [0.6 * iod, 0.0]  # the head jumps by 0.6 inter-ocular distances in one frame
     raw = truth + rng.normal(0, 0.02 * iod, truth.shape)
-    sm = TrackSmoother(T, fps, OneEuroParams(), lag=8, max_gap=8)
+    sm = TrackSmoother(T, fps, FacesConfig(smooth_lag=8, max_gap=8))
     for x in raw:
         sm.push(x)
     out = np.stack([sm.final(i)[0] for i in range(T)])
@@ -152,7 +152,7 @@ def test_smoothing_cuts_jitter_without_lag_on_a_step():
 def test_short_gaps_are_interpolated_long_ones_are_not():
     T = 40
     base = crop_template(100, 0.0)
-    sm = TrackSmoother(T, 30.0, OneEuroParams(), lag=5, max_gap=5)
+    sm = TrackSmoother(T, 30.0, FacesConfig(smooth_lag=5, max_gap=5))
     present = np.ones(T, bool)
     present[10:13] = False  # 3 frames: filled
     present[20:30] = False  # 10 frames: left empty
@@ -250,7 +250,7 @@ def test_fan_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cfg = FacesConfig(backend="fan", weights_dir=str(tmp_path / "w"))
     with pytest.raises(FaceBackendUnavailable, match=FAN_WEIGHTS) as e:
-        FanBackend(HogDetector(), weights_dir=cfg.weights_dir)
+        FanBackend(HogDetector(), None, cfg)
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(e.value)
     r = process_view(Source("nowhere.mp4"), 0, 10, tmp_path / "v.mp4", tmp_path / "v.npz", cfg)
     assert r.status == "backend_unavailable" and FAN_WEIGHTS in r.error
@@ -266,7 +266,7 @@ def test_fan_code_path_with_untrained_weights(tmp_path):
 
     torch.manual_seed(0)
     torch.save(FAN(1).state_dict(), tmp_path / FAN_WEIGHTS)
-    be = FanBackend(HogDetector(), weights_dir=str(tmp_path))
+    be = FanBackend(HogDetector(), None, FacesConfig(backend="fan", weights_dir=str(tmp_path)))
     img, lm = photo()
     out = be.fit([img, img], (170, 80, 270, 180))
     assert len(out) == 2 and out[0][0].shape == (68, 2) and 0.0 <= out[0][1] <= 1.0

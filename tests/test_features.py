@@ -190,11 +190,11 @@ def test_mfcc_window_equals_pad15_and_slice(n_rows):
     out = np.full((30, 28), np.nan, np.float32)  # reused buffer with stale contents
     for i in range(n_rows):
         want = padded[i : i + 30]  # original code: rows [i - 15, i + 15)
-        np.testing.assert_array_equal(mfcc_window(feats, i), want)
-        assert mfcc_window(feats, i, out=out) is out
+        np.testing.assert_array_equal(mfcc_window(feats, i, 30), want)
+        assert mfcc_window(feats, i, 30, out=out) is out
         np.testing.assert_array_equal(out, want)
     with pytest.raises(IndexError):
-        mfcc_window(feats, n_rows)
+        mfcc_window(feats, n_rows, 30)
 
 
 def test_save_load_roundtrip_without_pickle(tmp_path):

@@ -11,7 +11,7 @@ from meadkit.faces.align import interocular
 from meadkit.faces.backends import DlibBackend, HogDetector
 from meadkit.faces.gate import disagreement, face_height, judge, jumped
 from meadkit.faces.model3d import fit_pose, project
-from meadkit.faces.smooth import OneEuroParams, TrackSmoother
+from meadkit.faces.smooth import TrackSmoother
 from meadkit.testing.face_clip import write_clip
 
 CFG = FacesConfig()
@@ -82,7 +82,7 @@ def test_jumps_are_measured_in_face_heights():
 
 
 def test_smoother_takes_revisions_until_a_frame_is_final():
-    sm = TrackSmoother(10, 30.0, OneEuroParams(), lag=3, max_gap=3)
+    sm = TrackSmoother(10, 30.0, FacesConfig(smooth_lag=3, max_gap=3))
     base = face()
     for _ in range(5):
         sm.push(None)

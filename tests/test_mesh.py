@@ -12,6 +12,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from meadkit.corpus.photos import get_photo  # noqa: E402
 from meadkit.faces.align import apply, box_from_landmarks, interocular  # noqa: E402
+from meadkit.faces import FacesConfig  # noqa: E402
 from meadkit.faces.backends import FaceBackendUnavailable, get_backend  # noqa: E402
 from meadkit.faces.align import roll_angle  # noqa: E402
 from meadkit.faces.mesh import MeshFitter, mesh_depth_68, mesh_to_68  # noqa: E402
@@ -37,7 +38,7 @@ def fitter():
 def astronaut():
     """(BGR image, dlib HOG box, dlib's 68 points) of the astronaut."""
     image = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
-    backend = get_backend("dlib", "none")
+    backend = get_backend(FacesConfig(backend="dlib", fallback_detector="none"))
     box = backend.detector(image)[0].box
     return image, box, backend.fit([image], box)[0][0]
 
@@ -99,7 +100,7 @@ def test_einstein_against_hand_annotation(fitter):
     photo = get_photo("einstein")
     image = cv2.cvtColor(photo.image(), cv2.COLOR_BGR2GRAY)
     truth = photo.landmarks
-    box = get_backend("dlib", "none").detector(image)[0].box
+    box = get_backend(FacesConfig(backend="dlib", fallback_detector="none")).detector(image)[0].box
     first = fitter.fit(image, box)  # as a tracker would: the roll comes from the previous fit
     fit = fitter.fit(image, box, roll_angle(mesh_to_68(first.points)))
     assert nme(mesh_to_68(fit.points), truth) < EINSTEIN_NME
@@ -116,7 +117,6 @@ def test_mirrored_fit_agrees_on_a_well_seen_face(astronaut):
     frontal face, far inside mirror_max."""
     from meadkit.faces.backends import MeshLandmarker
     from meadkit.faces.gate import disagreement
-    from meadkit.faces.stage import FacesConfig
 
     image, box, truth = astronaut
     mesher = MeshLandmarker()

@@ -23,6 +23,7 @@ from meadkit.corpus.synth import (
 from meadkit.corpus.photos import BUILTIN_PHOTOS, PHOTO_DIR, get_photo, read_pts
 from meadkit.corpus.synth_face import EXPRESSIONS, FaceModel, expression_landmarks, inter_ocular, make_identity
 from meadkit.corpus.synth_views import Camera, project
+from meadkit.faces import FacesConfig
 from meadkit.faces.backends import get_backend
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, probe
@@ -44,7 +45,7 @@ def _lag(ref: np.ndarray, view: np.ndarray) -> int:
 
 def _dlib_fit(bgr: np.ndarray, upsample: int = 1) -> list[np.ndarray]:
     """dlib's 68 points (HOG detector, 68-point predictor) of every face found in a BGR image."""
-    backend = get_backend("dlib", "none", upsample=upsample)
+    backend = get_backend(FacesConfig(backend="dlib", fallback_detector="none", detect_upsample=upsample))
     return [backend.fit([bgr], d.box)[0][0].astype(np.float64) for d in backend.detector(bgr)]
 
 

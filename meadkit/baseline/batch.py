@@ -17,7 +17,7 @@ class Batch:
 
     frame: torch.Tensor  # (B, 3, S, S)
     neutral: torch.Tensor  # (B, 3, S, S)
-    mfcc: torch.Tensor  # (B, 30, 28)
+    mfcc: torch.Tensor  # (B, context, n_mfcc): 30 x 28
     landmarks: torch.Tensor  # (B, 68, 2)
     emotion: torch.Tensor  # (B,) int64
     level: torch.Tensor  # (B,) int64

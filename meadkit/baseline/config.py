@@ -1,9 +1,10 @@
 """Training settings of the baseline: one dataclass per TOML table ([train], [classifiers], [a2l], [n2e],
-[refine]), read from `pipelines/baseline.toml`-style files with `table.key=value` overrides.
+[refine]), read by the pipeline's one loader (`meadkit.config.load_tables`) from `baseline.toml`-style files
+(the defaults ship as `meadkit/pipelines/baseline.toml`) with `table.key=value` overrides.
 
 Defaults are sized for a CPU (64x64 crops, small widths); loss weights follow the paper (all 1 except
 total variation 1e-5). For a GPU at the paper's scale use e.g. `--size 256 --batch-size 16
---set n2e.width=64 --set refine.width=64 --set refine.d_width=64` (see pipelines/baseline.toml).
+--set n2e.width=64 --set refine.width=64 --set refine.d_width=64` (see meadkit/pipelines/baseline.toml).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from typing import Iterable, Optional
 
 from meadkit.atomic import atomic_path
 from meadkit.corpus.names import VIEWS
-from meadkit.config import ConfigError, build_table, read_tables
+from meadkit.config import PIPELINES_DIR, load_tables
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Shared by all stages: image size, batch, device, seed, logging and checkpoint cadence."""
 
@@ -36,7 +37,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=200, metadata={"min": 1})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClassifierConfig:
     """Emotion + intensity classifier on real face crops (trained first)."""
 
@@ -46,9 +47,9 @@ class ClassifierConfig:
     augment: bool = True  # random colour and small shift/zoom of the training faces
 
 
-@dataclass
+@dataclass(frozen=True)
 class A2LConfig:
-    """Audio-to-landmarks: LSTM(28 -> hidden, layers) + linear to PCA coefficients (paper: 60, 3, Adam 1e-3)."""
+    """Audio-to-landmarks: LSTM(MFCC width 28 -> hidden, layers) + linear to PCA coefficients (paper: 60, 3, Adam 1e-3)."""
 
     steps: int = field(default=1500, metadata={"min": 0})
     lr: float = field(default=1e-3, metadata={"min": 0.0})
@@ -61,7 +62,7 @@ class A2LConfig:
     fit_samples: int = field(default=4000, metadata={"min": 1})  # training samples used to fit the PCA and the MFCC normalisation
 
 
-@dataclass
+@dataclass(frozen=True)
 class N2EConfig:
     """Neutral-to-emotion transformer; losses L1 + perceptual."""
 
@@ -74,7 +75,7 @@ class N2EConfig:
     w_perceptual: float = field(default=1.0, metadata={"min": 0.0})
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefineConfig:
     """Refinement U-Net + PatchGAN discriminator; paper loss weights (TV 1e-5, all others 1)."""
 
@@ -91,7 +92,7 @@ class RefineConfig:
     w_classifier: float = field(default=1.0, metadata={"min": 0.0})
 
 
-@dataclass
+@dataclass(frozen=True)
 class BaselineConfig:
     """The whole training configuration."""
 
@@ -106,21 +107,19 @@ class BaselineConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "BaselineConfig":
-        return config_from_dict(json.loads(text))
+        return load_config(base=json.loads(text))
 
 
-def config_from_dict(data: dict) -> BaselineConfig:
-    """Build a BaselineConfig from {table: {key: value}}; unknown tables or keys and bad values raise ConfigError."""
-    tables = {f.name: f.default_factory for f in dataclasses.fields(BaselineConfig)}
-    unknown = set(data) - set(tables)
-    if unknown:
-        raise ConfigError(f"unknown table(s) {sorted(unknown)}; known: {list(tables)}")
-    return BaselineConfig(**{name: build_table(cls, name, data.get(name, {})) for name, cls in tables.items()})
+#: Table name -> its dataclass (BaselineConfig's fields).
+_TABLES = {f.name: f.default_factory for f in dataclasses.fields(BaselineConfig)}
+#: The baseline config file shipped inside the package (its values equal the dataclass defaults).
+DEFAULT_BASELINE = PIPELINES_DIR / "baseline.toml"
 
 
 def load_config(path: Optional[Path | str] = None, overrides: Iterable[str] = (), base: Optional[dict] = None) -> BaselineConfig:
-    """Read a baseline TOML (else start from `base`, else the defaults) and apply `table.key=value` overrides."""
-    return config_from_dict(read_tables(path, overrides, base))
+    """Read a baseline TOML (else start from `base`, else the defaults) and apply `table.key=value` overrides;
+    unknown tables or keys and bad values raise ConfigError."""
+    return BaselineConfig(**load_tables(_TABLES, "baseline", path, overrides, base))
 
 
 #: The effective config of a run, saved in the run folder so later stages and resumes reuse it.

@@ -18,7 +18,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from meadkit.atomic import atomic_path
-from meadkit.baseline.batch import fixed_indices, gather, make_batch, open_split, to_uint8
+from meadkit.baseline.batch import Batch, fixed_indices, gather, make_batch, open_split, to_uint8
 from meadkit.baseline.inference import TrainedBaseline, load_run
 from meadkit.baseline.pca import MOUTH_IN_MOUTH_JAW, MOUTH_JAW, from_units
 from meadkit.baseline.models import N_EMOTIONS, N_LEVELS
@@ -45,6 +45,63 @@ class _Acc:
         return {name: float(self.hit[k] / self.n[k]) for k, name in enumerate(PAPER_EMOTIONS) if self.n[k]}
 
 
+class _Tally:
+    """evaluate's running sums over batches: accuracies, mouth errors against both baselines, PSNR / SSIM."""
+
+    def __init__(self, model: TrainedBaseline):
+        self.model = model
+        self.real_e, self.real_l, self.gen_e, self.gen_l = _Acc(), _Acc(), _Acc(), _Acc()
+        self.err, self.base_err, self.label_err, self.n_lm, self.psnr, self.ssim = 0.0, 0.0, 0.0, 0, [], []
+        self.mean_px = from_units(model.a2l.pca.mean_shape(), model.size)[MOUTH_IN_MOUTH_JAW]
+        self.label_px = from_units(model.a2l.label_mean_shapes.view(N_EMOTIONS, N_LEVELS, -1, 2), model.size)[:, :, MOUTH_IN_MOUTH_JAW]
+
+    def add(self, b: Batch) -> None:
+        """Score one Batch: classify its real frames, generate its frames from the neutral ones and the audio."""
+        model = self.model
+        pe, pl = model.classify(b.frame)
+        self.real_e.add(pe, b.emotion, b.emotion)
+        self.real_l.add(pl, b.level, b.emotion)
+        mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level)
+        gen = model.render(model.transform(b.neutral, b.emotion, b.level), mouth_jaw)
+        ge, gl = model.classify(gen)
+        self.gen_e.add(ge, b.emotion, b.emotion)
+        self.gen_l.add(gl, b.level, b.emotion)
+        v = b.valid
+        true = b.landmarks[:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW][v]
+        self.err += (mouth_jaw[:, MOUTH_IN_MOUTH_JAW][v] - true).norm(dim=-1).mean(1).sum().item()
+        self.base_err += (self.mean_px - true).norm(dim=-1).mean(1).sum().item()
+        self.label_err += (self.label_px[b.emotion[v], b.level[v]] - true).norm(dim=-1).mean(1).sum().item()
+        self.n_lm += int(b.valid.sum())
+        for g, r in zip(to_uint8(gen).permute(0, 2, 3, 1).cpu().numpy(), to_uint8(b.frame).permute(0, 2, 3, 1).cpu().numpy()):
+            self.psnr.append(peak_signal_noise_ratio(r, g, data_range=255))
+            self.ssim.append(structural_similarity(r, g, channel_axis=-1, data_range=255))
+
+    def metrics(self) -> dict:
+        model = self.model
+        mouth_err = self.err / max(self.n_lm, 1)
+        mean_err = self.base_err / max(self.n_lm, 1)
+        real_acc, gen_acc = self.real_e.overall(), self.gen_e.overall()
+        return {
+            "size": model.size,
+            "emotion_accuracy_real": real_acc,
+            "emotion_accuracy_generated": gen_acc,
+            "generated_to_real_ratio": gen_acc / real_acc if real_acc else None,
+            "intensity_accuracy_real": self.real_l.overall(),
+            "intensity_accuracy_generated": self.gen_l.overall(),
+            "emotion_accuracy_real_per_emotion": self.real_e.per_emotion(),
+            "emotion_accuracy_generated_per_emotion": self.gen_e.per_emotion(),
+            "a2l_mouth_error_px": mouth_err,
+            "mean_shape_mouth_error_px": mean_err,
+            "a2l_error_reduction": 1 - mouth_err / mean_err if mean_err else None,
+            "a2l_uses_labels": model.a2l.use_labels,
+            "label_mean_shape_mouth_error_px": self.label_err / max(self.n_lm, 1),
+            "a2l_mouth_error_frac_of_crop": mouth_err / model.size,
+            "n_landmark_frames": self.n_lm,
+            "psnr_db": float(np.mean(self.psnr)),
+            "ssim": float(np.mean(self.ssim)),
+        }
+
+
 @torch.no_grad()
 def evaluate(
     model: TrainedBaseline,
@@ -59,53 +116,10 @@ def evaluate(
         raise ValueError("no samples to evaluate")
     device = torch.device(device)
     idx = fixed_indices(len(data), max_samples or len(data), seed)
-    real_e, real_l, gen_e, gen_l = _Acc(), _Acc(), _Acc(), _Acc()
-    err, base_err, label_err, n_lm, psnr, ssim = 0.0, 0.0, 0.0, 0, [], []
-    mean_px = from_units(model.a2l.pca.mean_shape(), model.size)[MOUTH_IN_MOUTH_JAW]
-    label_px = from_units(model.a2l.label_mean_shapes.view(N_EMOTIONS, N_LEVELS, -1, 2), model.size)[:, :, MOUTH_IN_MOUTH_JAW]
+    tally = _Tally(model)
     for i in range(0, len(idx), batch_size):
-        b = make_batch(gather(data, idx[i : i + batch_size]), model.size, device)
-        pe, pl = model.classify(b.frame)
-        real_e.add(pe, b.emotion, b.emotion)
-        real_l.add(pl, b.level, b.emotion)
-        mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level)
-        gen = model.render(model.transform(b.neutral, b.emotion, b.level), mouth_jaw)
-        ge, gl = model.classify(gen)
-        gen_e.add(ge, b.emotion, b.emotion)
-        gen_l.add(gl, b.level, b.emotion)
-        v = b.valid
-        true = b.landmarks[:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW][v]
-        err += (mouth_jaw[:, MOUTH_IN_MOUTH_JAW][v] - true).norm(dim=-1).mean(1).sum().item()
-        base_err += (mean_px - true).norm(dim=-1).mean(1).sum().item()
-        label_err += (label_px[b.emotion[v], b.level[v]] - true).norm(dim=-1).mean(1).sum().item()
-        n_lm += int(b.valid.sum())
-        for g, r in zip(to_uint8(gen).permute(0, 2, 3, 1).cpu().numpy(), to_uint8(b.frame).permute(0, 2, 3, 1).cpu().numpy()):
-            psnr.append(peak_signal_noise_ratio(r, g, data_range=255))
-            ssim.append(structural_similarity(r, g, channel_axis=-1, data_range=255))
-    mouth_err = err / max(n_lm, 1)
-    mean_err = base_err / max(n_lm, 1)
-    real_acc, gen_acc = real_e.overall(), gen_e.overall()
-    return {
-        "n_samples": len(idx),
-        "n_available": len(data),
-        "size": model.size,
-        "emotion_accuracy_real": real_acc,
-        "emotion_accuracy_generated": gen_acc,
-        "generated_to_real_ratio": gen_acc / real_acc if real_acc else None,
-        "intensity_accuracy_real": real_l.overall(),
-        "intensity_accuracy_generated": gen_l.overall(),
-        "emotion_accuracy_real_per_emotion": real_e.per_emotion(),
-        "emotion_accuracy_generated_per_emotion": gen_e.per_emotion(),
-        "a2l_mouth_error_px": mouth_err,
-        "mean_shape_mouth_error_px": mean_err,
-        "a2l_error_reduction": 1 - mouth_err / mean_err if mean_err else None,
-        "a2l_uses_labels": model.a2l.use_labels,
-        "label_mean_shape_mouth_error_px": label_err / max(n_lm, 1),
-        "a2l_mouth_error_frac_of_crop": mouth_err / model.size,
-        "n_landmark_frames": n_lm,
-        "psnr_db": float(np.mean(psnr)),
-        "ssim": float(np.mean(ssim)),
-    }
+        tally.add(make_batch(gather(data, idx[i : i + batch_size]), model.size, device))
+    return {"n_samples": len(idx), "n_available": len(data), **tally.metrics()}
 
 
 def write_report(metrics: dict, path: Path | str) -> None:

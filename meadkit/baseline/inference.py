@@ -28,30 +28,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _load(run_dir: Path | str, stage: str, key: str, build, device: torch.device) -> nn.Module:
+    """Network `key` of a stage checkpoint, frozen: `build(hparams, state)` makes it, then its state is loaded."""
     ck = load_checkpoint(stage_path(run_dir, stage), device)
-    model = build(**ck["hparams"]).to(device)
-    model.load_state_dict(ck["models"][key])
+    state = ck["models"][key]
+    model = build(ck["hparams"], state).to(device)
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False)
 
 
 def load_classifier(run_dir: Path | str, device: torch.device) -> FaceClassifier:
     """The trained emotion/intensity classifier of a run, frozen."""
-    return _load(run_dir, "classifiers", "classifier", FaceClassifier, device)
+    return _load(run_dir, "classifiers", "classifier", lambda hp, state: FaceClassifier(**hp), device)
 
 
 def load_n2e(run_dir: Path | str, device: torch.device) -> NeutralToEmotion:
     """The trained neutral-to-emotion transformer of a run, frozen."""
-    return _load(run_dir, "n2e", "n2e", NeutralToEmotion, device)
+    return _load(run_dir, "n2e", "n2e", lambda hp, state: NeutralToEmotion(**hp), device)
 
 
 def load_a2l(run_dir: Path | str, device: torch.device) -> Audio2Landmark:
-    """The trained audio-to-landmark network (with its PCA and MFCC statistics), frozen."""
-    return _load(run_dir, "a2l", "a2l", Audio2Landmark, device)
+    """The trained audio-to-landmark network (with its PCA and MFCC statistics), frozen; its MFCC width is that
+    of its statistics (the width of the shards it was trained on)."""
+    return _load(run_dir, "a2l", "a2l", lambda hp, state: Audio2Landmark(**hp, n_mfcc=state["mfcc_mean"].numel()), device)
 
 
 def load_refine(run_dir: Path | str, device: torch.device) -> RefineUNet:
     """The trained refinement U-Net, frozen (its discriminator is only needed for training)."""
-    return _load(run_dir, "refine", "refine", lambda width, d_width: RefineUNet(width), device)
+    return _load(run_dir, "refine", "refine", lambda hp, state: RefineUNet(hp["width"]), device)
 
 
 @dataclass
@@ -70,7 +73,8 @@ class TrainedBaseline:
 
     @torch.no_grad()
     def mouth_jaw(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """(B, 30, 28) MFCC windows (+ labels) -> (B, 37, 2) mouth+jaw landmarks in pixels of the size x size crop."""
+        """(B, context, n_mfcc) MFCC windows (+ labels) -> (B, 37, 2) mouth+jaw landmarks in pixels of the size x size
+        crop."""
         return from_units(self.a2l.predict_shape(mfcc, emotion, level), self.size)
 
     @torch.no_grad()

@@ -34,7 +34,8 @@ def _residual_image(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 
 class Audio2Landmark(nn.Module):
-    """LSTM over a (30, 28) MFCC window, then a linear layer to the PCA coefficients of mouth+jaw landmarks.
+    """LSTM over an MFCC window (context x n_mfcc: 30 x 28, the shard set's), then a linear layer to the PCA
+    coefficients of mouth+jaw landmarks.
 
     With `use_labels` the linear layer also sees the emotion and intensity one-hots (the static mouth shape
     of a smile or a dropped jaw is not in the audio); `use_labels=False` is the paper's audio-only network.
@@ -42,7 +43,7 @@ class Audio2Landmark(nn.Module):
     are buffers, so they travel in the state dict; `predict_shape` gives landmarks in crop units.
     """
 
-    def __init__(self, n_coeffs: int = 20, hidden: int = 60, layers: int = 3, use_labels: bool = True, n_mfcc: int = 28,
+    def __init__(self, n_coeffs: int, hidden: int, layers: int, use_labels: bool, n_mfcc: int,
                  n_points: int = len(MOUTH_JAW)):
         super().__init__()
         self.use_labels = use_labels
@@ -75,7 +76,7 @@ class Audio2Landmark(nn.Module):
         return self.head(h)
 
     def predict_shape(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """(B, 30, 28) MFCC windows + labels -> (B, 37, 2) mouth+jaw landmarks in crop units."""
+        """(B, context, n_mfcc) MFCC windows + labels -> (B, 37, 2) mouth+jaw landmarks in crop units."""
         return self.pca.decode(self.forward(mfcc, emotion, level).float())
 
 

@@ -180,7 +180,8 @@ class A2LStage(Stage):
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         c = ctx.cfg.a2l
-        self.net = self.add("a2l", Audio2Landmark(c.n_coeffs, c.hidden, c.layers, c.use_labels), c.lr)
+        n_mfcc = ctx.train_set.mfcc_shape[1]  # the shard set's width
+        self.net = self.add("a2l", Audio2Landmark(c.n_coeffs, c.hidden, c.layers, c.use_labels, n_mfcc), c.lr)
 
     def hparams(self) -> dict:
         c = self.ctx.cfg.a2l

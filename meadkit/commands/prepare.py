@@ -21,7 +21,7 @@ def stages_for(until: str) -> tuple[str, ...]:
 @click.argument("raw", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder (created; reruns resume in it).")
 @click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False),
-              help="Pipeline TOML with one table per stage (default: built-in defaults = pipelines/default.toml).")
+              help="Pipeline TOML with one table per stage (default: built-in defaults = meadkit/pipelines/default.toml).")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override one setting, e.g. faces.crop_size=192 (repeatable).")
 @filter_options
 @parallel_options

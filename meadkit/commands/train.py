@@ -36,7 +36,7 @@ verify_option = click.option(
 @click.option("--resume", is_flag=True, help="Continue the stages' checkpoints in RUN (exactly where they stopped).")
 @click.option("--seed", type=int, help="[train.seed, 0]")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Baseline TOML (see pipelines/baseline.toml); default: RUN's saved config, else built-in defaults.")
+              help="Baseline TOML (see meadkit/pipelines/baseline.toml); default: RUN's saved config, else built-in defaults.")
 @click.option("--set", "overrides", multiple=True, metavar="TABLE.KEY=VALUE", help="Override one setting, e.g. refine.w_tv=1e-4.")
 @click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="torchvision-format VGG16 state dict for the perceptual loss (else a substitute is used, see the log).")

@@ -14,12 +14,15 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from meadkit.faces.align import MIRROR_68
+
+if TYPE_CHECKING:
+    from meadkit.faces.stage import FacesConfig
 
 #: FAN weights file face-alignment 1.x loads for 2D landmarks, and where it would fetch it from.
 FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"
@@ -225,9 +228,9 @@ class FanBackend(Backend):
     _CENTER_Y_OFFSET = 0.12  # and its shift of the crop centre up the face
     _RES = 256
 
-    def __init__(self, detector, fallback=None, weights_dir: Optional[str] = None, device: str = "cpu"):
+    def __init__(self, detector, fallback, config: FacesConfig):
         super().__init__(detector, fallback)
-        weights = find_fan_weights(weights_dir)
+        weights, device = find_fan_weights(config.weights_dir), config.device
         try:
             import torch
             from face_alignment.models import FAN
@@ -278,21 +281,20 @@ def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def get_backend(name: str = "hybrid", fallback: str = "mmod", weights_dir: Optional[str] = None,
-                device: str = "cpu", upsample: int = 0) -> Backend:
-    """A backend by name, built once per process (weights load once per worker); FaceBackendUnavailable, with the
-    package to install, when one of its parts is missing."""
+def get_backend(config: FacesConfig) -> Backend:
+    """The backend `config` names (with its fallback detector, HOG upsampling, FAN weights and device), built once
+    per process and config (weights load once per worker); FaceBackendUnavailable, with the package to install,
+    when one of its parts is missing."""
     fallbacks = {"none": lambda: None, "mmod": MmodDetector, "mediapipe": MediapipeDetector}
-    if fallback not in fallbacks:
-        raise ValueError(f"unknown fallback detector {fallback!r}; choose one of {sorted(fallbacks)}")
-    if name == "dlib":
-        return DlibBackend(HogDetector(upsample), fallbacks[fallback]())
-    if name == "hybrid":
-        return DlibBackend(HogDetector(upsample), fallbacks[fallback](), MediapipeDetector(), MeshLandmarker(), name="hybrid")
-    if name == "mesh":
-        return MeshBackend(HogDetector(upsample), fallbacks[fallback](), MediapipeDetector(), MeshLandmarker())
-    if name == "fan":
-        return FanBackend(HogDetector(upsample), fallbacks[fallback](), weights_dir=weights_dir, device=device)
-    raise ValueError(f"unknown face backend {name!r}; choose hybrid, dlib, mesh or fan")
-
-
+    if config.fallback_detector not in fallbacks:
+        raise ValueError(f"unknown fallback detector {config.fallback_detector!r}; choose one of {sorted(fallbacks)}")
+    hog, fallback = HogDetector(config.detect_upsample), fallbacks[config.fallback_detector]
+    if config.backend == "dlib":
+        return DlibBackend(hog, fallback())
+    if config.backend == "hybrid":
+        return DlibBackend(hog, fallback(), MediapipeDetector(), MeshLandmarker(), name="hybrid")
+    if config.backend == "mesh":
+        return MeshBackend(hog, fallback(), MediapipeDetector(), MeshLandmarker())
+    if config.backend == "fan":
+        return FanBackend(hog, fallback(), config)
+    raise ValueError(f"unknown face backend {config.backend!r}; choose hybrid, dlib, mesh or fan")

@@ -4,30 +4,21 @@ A One-Euro filter (cutoff rises with speed, so fast moves pass and slow jitter i
 forward over the track and backward over a bounded look-ahead of `lag` frames; their mean has no
 lag on steady motion (the forward lag and backward lead cancel). Speeds are in inter-ocular
 distances per second, so the same settings fit every face size. Short gaps (no face for up to
-`max_gap` frames) are filled by linear interpolation.
+`max_gap` frames) are filled by linear interpolation. The settings are FacesConfig's (`min_cutoff`, `beta`,
+`d_cutoff`, `mouth_min_cutoff`, `smooth_lag`, `max_gap`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from meadkit.faces.align import interocular
 
+if TYPE_CHECKING:
+    from meadkit.faces.stage import FacesConfig
 
-@dataclass
-class OneEuroParams:
-    """One-Euro settings: cutoff (Hz) at rest (for the mouth apart), its growth per unit speed (inter-ocular
-    distances/s), derivative cutoff (Hz)."""
-
-    min_cutoff: float = 1.5
-    beta: float = 2.0
-    d_cutoff: float = 1.0
-    mouth_min_cutoff: float = 12.0  # lips and jaw move with speech much faster than the head: smooth them less
-
-
-SPEECH = np.r_[3:14, 48:68]  # lower jaw and lips
+SPEECH = np.r_[3:14, 48:68]  # lower jaw and lips: they move with speech much faster than the head, smoothed less
 
 
 def _alpha(cutoff, dt: float):
@@ -35,18 +26,19 @@ def _alpha(cutoff, dt: float):
 
 
 class OneEuro:
-    """One-Euro filter state over (N, 2) points; each point gets its own speed-dependent cutoff."""
+    """One-Euro filter state over (N, 2) points; each point gets its own speed-dependent cutoff: `min_cutoff` (Hz)
+    at rest (`mouth_min_cutoff` for the mouth and jaw), growing by `beta` per inter-ocular distance/s of speed."""
 
-    def __init__(self, params: OneEuroParams):
-        self.p = params
+    def __init__(self, config: FacesConfig):
+        self.config = config
         self.x: Optional[np.ndarray] = None
         self.dx: Optional[np.ndarray] = None
         self.cutoff = None  # per-point rest cutoff, set from the first points' count
 
     def _rest_cutoff(self, n: int) -> np.ndarray:
-        c = np.full((n, 1), self.p.min_cutoff)
+        c = np.full((n, 1), self.config.min_cutoff)
         if n == 68:
-            c[SPEECH] = self.p.mouth_min_cutoff
+            c[SPEECH] = self.config.mouth_min_cutoff
         return c
 
     def __call__(self, x: np.ndarray, dt: float, scale: float) -> np.ndarray:
@@ -54,10 +46,10 @@ class OneEuro:
             self.x, self.dx = x.astype(np.float64), np.zeros_like(x, np.float64)
             self.cutoff = self._rest_cutoff(len(x))
             return self.x
-        ad = _alpha(self.p.d_cutoff, dt)
+        ad = _alpha(self.config.d_cutoff, dt)
         self.dx = ad * (x - self.x) / dt + (1 - ad) * self.dx
         speed = np.sqrt((self.dx ** 2).sum(-1, keepdims=True)) / max(scale, 1e-6)
-        a = _alpha(self.cutoff + self.p.beta * speed, dt)
+        a = _alpha(self.cutoff + self.config.beta * speed, dt)
         self.x = a * x + (1 - a) * self.x
         return self.x
 
@@ -67,11 +59,13 @@ class TrackSmoother:
     i+lag is pushed; until then `revise(i, ...)` may still change frame i (e.g. a fit found by tracking backwards).
 
     Holds only (T, 68, 2) arrays (small), never images. Invalid frames are skipped by the filters;
-    gaps up to `max_gap` frames are interpolated, longer ones restart the filters and stay NaN.
+    gaps up to `max_gap` frames are interpolated, longer ones restart the filters and stay NaN. The look-ahead
+    `lag` is `smooth_lag`, or `max_gap` where that is longer (a gap is filled only once its end is seen).
     """
 
-    def __init__(self, n_frames: int, fps: float, params: OneEuroParams, lag: int = 8, max_gap: int = 8):
-        self.dt, self.p, self.lag, self.max_gap = 1.0 / fps, params, lag, min(max_gap, lag)
+    def __init__(self, n_frames: int, fps: float, config: FacesConfig):
+        self.dt, self.config = 1.0 / fps, config
+        self.lag, self.max_gap = max(config.smooth_lag, config.max_gap), config.max_gap
         self.raw = np.zeros((n_frames, 68, 2))
         self.valid = np.zeros(n_frames, bool)
         self.scale = np.ones(n_frames)
@@ -80,7 +74,7 @@ class TrackSmoother:
         self.interpolated = np.zeros(n_frames, bool)
         self.n = 0
         self.n_final = 0  # frames finalised so far (frames >= this may still be revised)
-        self._f = OneEuro(params)
+        self._f = OneEuro(config)
         self._last = -1  # last valid frame the forward filter has seen
 
     def push(self, points: Optional[np.ndarray]) -> None:
@@ -99,7 +93,7 @@ class TrackSmoother:
 
     def _forward(self, i: int) -> np.ndarray:
         if self._last < 0 or i - self._last - 1 > self.max_gap:
-            self._f = OneEuro(self.p)
+            self._f = OneEuro(self.config)
         x = self._f(self.raw[i], self.dt * (i - self._last if self._last >= 0 else 1), self.scale[i])
         self._last = i
         return x
@@ -107,10 +101,10 @@ class TrackSmoother:
     def _backward(self, i: int) -> np.ndarray:
         end = min(i + self.lag, self.n - 1)
         idx = [j for j in range(end, i - 1, -1) if self.valid[j]]
-        f, prev = OneEuro(self.p), None
+        f, prev = OneEuro(self.config), None
         for j in idx:
             if prev is not None and prev - j - 1 > self.max_gap:
-                f = OneEuro(self.p)
+                f = OneEuro(self.config)
             x = f(self.raw[j], self.dt * ((prev - j) if prev is not None else 1), self.scale[j])
             prev = j
         return x

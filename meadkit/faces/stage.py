@@ -12,17 +12,18 @@ import cv2
 import numpy as np
 
 from meadkit.atomic import WRITE_ERRNOS, atomic_path
+from meadkit.config import check_fields
 from meadkit.corpus.sources import Source
 from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
 from meadkit.faces.gate import REJECTS
-from meadkit.faces.smooth import OneEuroParams, TrackSmoother, jitter
+from meadkit.faces.smooth import TrackSmoother, jitter
 from meadkit.faces.track import Tracker
-from meadkit.media.probe import MediaError, probe
+from meadkit.media.probe import MediaError, Probe, probe
 from meadkit.media.video import VideoWriter, iter_frames, iter_planes
 
 
-@dataclass
+@dataclass(frozen=True)
 class FacesConfig:
     """Settings of the faces stage (the `[faces]` table of a pipeline TOML)."""
 
@@ -65,6 +66,9 @@ class FacesConfig:
     crf: int = field(default=20, metadata={"min": 0, "max": 51})  # H.264 quality of the crop video (ultrafast crf 20: the fidelity of veryfast crf 18, ~1.5x the size,
     preset: str = field(default="ultrafast", metadata={"choices": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")})  # a fifth of its encode time on grainy crops)
     single_thread: bool = True  # cv2.setNumThreads(1): parallelism comes from worker processes
+
+    def __post_init__(self) -> None:
+        check_fields(self, "faces")
 
 
 #: Landmarker codes of `.faces.npz` `landmarker` (1 + index; 0 = no face on the frame).
@@ -117,8 +121,7 @@ def backend_for(config: FacesConfig) -> Backend:
     """The configured backend, loaded once per process; raises FaceBackendUnavailable with what is missing."""
     if config.single_thread:
         cv2.setNumThreads(1)
-    return get_backend(config.backend, config.fallback_detector, config.weights_dir, config.device,
-                       config.detect_upsample)
+    return get_backend(config)
 
 
 def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
@@ -207,147 +210,187 @@ class _Track:
 
 
 def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend) -> FaceResult:
-    name = backend.name
+    info = _probe_window(source, n_frames, config, backend.name)
+    with atomic_path(video_out) as tmp_video, ExitStack() as stack:
+        view = _ViewPass(info, n_frames, config, backend, lambda fmt: stack.enter_context(VideoWriter(
+            str(tmp_video), Fraction(info.fps), config.crop_size, config.crop_size, crf=config.crf,
+            preset=config.preset, pix_fmt=fmt)))
+        n_read = view.decode(source, start_frame)
+        result = view.outcome(n_read, start_frame, info)
+        stack.close()  # the crop video is complete before its arrays are written
+        with atomic_path(arrays_out) as tmp_arrays, open(tmp_arrays, "wb") as fh:
+            np.savez(fh, **view.arrays())
+    return result
+
+
+def _probe_window(source, n_frames: int, config: FacesConfig, name: str) -> Probe:
+    """The probed video of `source`; _Reject when it is unreadable or too short for the window."""
     try:
         info = probe(source)
     except MediaError as e:
-        return FaceResult("unreadable", str(e), name)
+        raise _Reject(FaceResult("unreadable", str(e), name)) from None
     if not info.width or not info.fps:
-        return FaceResult("unreadable", f"{source}: no video stream with a frame rate", name)
+        raise _Reject(FaceResult("unreadable", f"{source}: no video stream with a frame rate", name))
     if info.n_frames is not None and info.n_frames < config.min_frames:
-        return FaceResult("too_short", f"the file has {info.n_frames} frame(s); at least {config.min_frames} needed", name)
+        raise _Reject(FaceResult("too_short", f"the file has {info.n_frames} frame(s); "
+                                              f"at least {config.min_frames} needed", name))
     if n_frames < config.min_frames:
-        return FaceResult("too_short", f"window of {n_frames} frame(s); at least {config.min_frames} needed", name)
+        raise _Reject(FaceResult("too_short", f"window of {n_frames} frame(s); at least {config.min_frames} needed",
+                                 name))
+    return info
 
-    T, size = n_frames, config.crop_size
-    fps = Fraction(info.fps)
-    tracker = tracker_for(backend, config)
-    params = OneEuroParams(config.min_cutoff, config.beta, config.d_cutoff, config.mouth_min_cutoff)
-    smoother = TrackSmoother(T, float(fps), params, lag=max(config.smooth_lag, config.max_gap), max_gap=config.max_gap)
-    # frames held back before they are cropped: the smoother's look-ahead, and room to track backwards from a
-    # face found by the next search (which runs at least every detect_every frames)
-    delay = max(smoother.lag, config.detect_every)
-    lm_src = np.full((T, 68, 2), np.nan, np.float32)
-    lm_crop = np.full((T, 68, 2), np.nan, np.float32)
-    valid = np.zeros(T, bool)
-    interpolated = np.zeros(T, bool)
-    transform = np.zeros((T, 2, 3), np.float32)
-    track = _Track(T, MESH_POINTS if backend.mesh is not None and config.keep_mesh else 0)
-    last_m: list = [None]
-    contrast = 0.0
-    # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
-    colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or size % 2)
-    W, H = info.width, info.height
 
-    with atomic_path(video_out) as tmp_video, ExitStack() as stack:
-        writers: list = []
+class _ViewPass:
+    """One decode pass over a view's window: fit each frame, smooth, crop and encode it once the smoother's
+    look-ahead has passed, and fill the per-frame arrays of `.faces.npz`. `open_writer(pix_fmt)` opens the crop
+    video (at the first frame, which tells its colour range)."""
 
-        def writer_for(image) -> VideoWriter:
-            """The crop writer, opened at the first frame: crops keep the source's range (MEAD is full range)."""
-            if not writers:
-                fmt = "bgr24" if colour else "yuvj420p" if image.full_range else "yuv420p"
-                writers.append(stack.enter_context(VideoWriter(str(tmp_video), fps, size, size, crf=config.crf,
-                                                               preset=config.preset, pix_fmt=fmt)))
-            return writers[0]
+    def __init__(self, info: Probe, n_frames: int, config: FacesConfig, backend: Backend, open_writer):
+        T, self.size, self.config, self.name = n_frames, config.crop_size, config, backend.name
+        self.fps, self.W, self.H, self.T = Fraction(info.fps), info.width, info.height, T
+        self.tracker = tracker_for(backend, config)
+        self.smoother = TrackSmoother(T, float(self.fps), config)
+        # frames held back before they are cropped: the smoother's look-ahead, and room to track backwards from a
+        # face found by the next search (which runs at least every detect_every frames)
+        self.delay = max(self.smoother.lag, config.detect_every)
+        self.lm_src = np.full((T, 68, 2), np.nan, np.float32)
+        self.lm_crop = np.full((T, 68, 2), np.nan, np.float32)
+        self.valid = np.zeros(T, bool)
+        self.interpolated = np.zeros(T, bool)
+        self.transform = np.zeros((T, 2, 3), np.float32)
+        self.track = _Track(T, MESH_POINTS if backend.mesh is not None and config.keep_mesh else 0)
+        self.last_m = None
+        self.contrast = 0.0
+        # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
+        self.colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or self.size % 2)
+        self._open_writer, self._writer = open_writer, None
+        self.buffer: deque = deque()
 
-        def emit(i: int, image: np.ndarray) -> None:
-            pts, ok, interp = smoother.final(i)
-            if ok:
-                m = last_m[0] = crop_transform(pts, size, config.margin)
-            elif last_m[0] is not None:
-                m = last_m[0]
-            else:  # no face yet: frame it like the first face ahead, else the frame's centre
-                ahead = next((j for j in range(i + 1, smoother.n) if smoother.valid[j]), None)
-                m = (crop_transform(smoother.raw[ahead], size, config.margin) if ahead is not None
-                     else _centre_transform(W, H, size))
-            writer_for(image).write(warp(image, m, size) if colour else warp_planes(image, m, size))
-            transform[i], valid[i], interpolated[i] = m, ok, interp
-            if ok:
-                lm_src[i], lm_crop[i] = pts, apply(m, pts)
+    def _write(self, image, m: np.ndarray) -> None:
+        """Encode the crop of `image` through `m`; the writer opens at the first frame: crops keep the source's
+        range (MEAD is full range)."""
+        if self._writer is None:
+            self._writer = self._open_writer("bgr24" if self.colour else "yuvj420p" if image.full_range else "yuv420p")
+        self._writer.write(warp(image, m, self.size) if self.colour else warp_planes(image, m, self.size))
 
-        def backfill(buffer) -> None:
-            """Track backwards from a face just found over the held frames before it that have none."""
-            lost = []
-            for j, image in reversed(buffer):
-                if track.found[j]:
-                    break
-                lost.append((j, image))
-            for (j, _), ob in zip(lost, tracker.backtrack([im if colour else im[0] for _, im in lost])):
-                smoother.revise(j, ob.landmarks)
-                track.record(j, ob)
+    def _emit(self, i: int, image) -> None:
+        """Crop and encode frame i with its smoothed landmarks (else the last crop, else the face ahead's)."""
+        pts, ok, interp = self.smoother.final(i)
+        size, margin = self.size, self.config.margin
+        if ok:
+            m = self.last_m = crop_transform(pts, size, margin)
+        elif self.last_m is not None:
+            m = self.last_m
+        else:  # no face yet: frame it like the first face ahead, else the frame's centre
+            sm = self.smoother
+            ahead = next((j for j in range(i + 1, sm.n) if sm.valid[j]), None)
+            m = (crop_transform(sm.raw[ahead], size, margin) if ahead is not None
+                 else _centre_transform(self.W, self.H, size))
+        self._write(image, m)
+        self.transform[i], self.valid[i], self.interpolated[i] = m, ok, interp
+        if ok:
+            self.lm_src[i], self.lm_crop[i] = pts, apply(m, pts)
 
-        # decode _CHUNK frames, then fit them one by one (the tracker still sees every frame in order), then crop
-        # and encode them: each step's working set (decoder, the landmark model's trees, encoder) stays in cache
-        # instead of being evicted every frame (on grainy 1080p, per-frame interleaving made each fit ~2.5x slower)
+    def _tracked(self, image):
+        """What the tracker sees of a decoded frame: the BGR image, or the luma plane of its planes."""
+        return image if self.colour else image[0]
+
+    def _backfill(self) -> None:
+        """Track backwards from a face just found over the held frames before it that have none."""
+        lost = []
+        for j, image in reversed(self.buffer):
+            if self.track.found[j]:
+                break
+            lost.append((j, image))
+        for (j, _), ob in zip(lost, self.tracker.backtrack([self._tracked(im) for _, im in lost])):
+            self.smoother.revise(j, ob.landmarks)
+            self.track.record(j, ob)
+
+    def _run(self, chunk: list) -> None:
+        """Fit the decoded frames of `chunk` in batches, then crop the frames that left the look-ahead."""
+        batch_size = self.config.batch_size
+        for j in range(0, len(chunk), batch_size):
+            batch = chunk[j:j + batch_size]
+            for (i, image), ob in zip(batch, self.tracker.step([self._tracked(im) for _, im in batch])):
+                if self.tracker.restarted and ob.landmarks is not None and i == batch[0][0]:
+                    self._backfill()
+                self.smoother.push(ob.landmarks)
+                self.track.record(i, ob)
+                self.buffer.append((i, image))
+        while len(self.buffer) > self.delay:
+            self._emit(*self.buffer.popleft())
+
+    def decode(self, source, start_frame: int) -> int:
+        """Run the pass over frames [start_frame, start_frame + T); returns how many were decoded.
+
+        Decodes _CHUNK frames, then fits them one by one (the tracker still sees every frame in order), then
+        crops and encodes them: each step's working set (decoder, the landmark model's trees, encoder) stays in
+        cache instead of being evicted every frame (on grainy 1080p, per-frame interleaving made each fit ~2.5x
+        slower)."""
+        config = self.config
         chunk_size = config.batch_size * -(-_CHUNK // config.batch_size)
-        buffer: deque = deque()
         pending: list = []
         n_read = 0
-
-        def run(chunk):
-            for j in range(0, len(chunk), config.batch_size):
-                batch = chunk[j:j + config.batch_size]
-                views = [im if colour else im[0] for _, im in batch]
-                for (i, image), ob in zip(batch, tracker.step(views)):
-                    if tracker.restarted and ob.landmarks is not None and i == batch[0][0]:
-                        backfill(buffer)
-                    smoother.push(ob.landmarks)
-                    track.record(i, ob)
-                    buffer.append((i, image))
-            while len(buffer) > delay:
-                emit(*buffer.popleft())
-
-        frames = (((f.index, f.image) for f in iter_frames(source, start_frame, T)) if colour
-                  else iter_planes(source, start_frame, T))
+        frames = (((f.index, f.image) for f in iter_frames(source, start_frame, self.T)) if self.colour
+                  else iter_planes(source, start_frame, self.T))
         for index, image in frames:
             i = index - start_frame
             if i % config.detect_every == 0:
-                contrast = max(contrast, float((image if colour else image[0])[::8, ::8].std()))
+                self.contrast = max(self.contrast, float(self._tracked(image)[::8, ::8].std()))
             pending.append((i, image))
             n_read += 1
             if len(pending) == chunk_size:
-                run(pending)
+                self._run(pending)
                 pending = []
         if pending:
-            run(pending)
-        while buffer:
-            emit(*buffer.popleft())
+            self._run(pending)
+        while self.buffer:
+            self._emit(*self.buffer.popleft())
+        return n_read
 
+    def outcome(self, n_read: int, start_frame: int, info: Probe) -> FaceResult:
+        """The view's result ('ok' or 'partial'); _Reject when frames were missing or no face was found."""
+        T, track, tracker, config = self.T, self.track, self.tracker, self.config
         if n_read < T:
             total = info.n_frames if info.n_frames is not None else "?"
             status = "too_short" if n_read < config.min_frames else "corrupt"
             raise _Reject(FaceResult(status, f"decoded {n_read} of the {T} frames asked for "
                                              f"(from frame {start_frame}; the header says {total})",
-                                     name, n_read, detector_calls=tracker.detector_calls))
+                                     self.name, n_read, detector_calls=tracker.detector_calls))
         n_found = int(track.found.sum())
         refused, why = track.rejections()
-        base = dict(backend=name, n_frames=T, found_ratio=n_found / T, interpolated=int(interpolated.sum()),
+        base = dict(backend=self.name, n_frames=T, found_ratio=n_found / T, interpolated=int(self.interpolated.sum()),
                     detector_calls=tracker.detector_calls, rejected=refused,
                     mesh_ratio=float((track.landmarker == 1 + LANDMARKERS.index("mesh")).mean()))
         gate_note = f"fit rejected on {100 * refused:.0f}% of frames: {why}" if refused else ""
         if n_found == 0:
-            starts = tracker.start_rejects
-            why_none = (gate_note or (f"faces detected {sum(starts.values())} time(s), but every fit was rejected ("
-                                      + ", ".join(f"{k}: {v}" for k, v in sorted(starts.items())) + ")" if starts
-                                      else "the frames are blank (no contrast)" if contrast < 2.0
-                                      else "the detector found no face"))
-            raise _Reject(FaceResult("no_face", f"no face in {T} frames: {why_none}", **base))
+            raise _Reject(FaceResult("no_face", f"no face in {T} frames: {gate_note or self._why_no_face()}", **base))
         result = FaceResult("ok", None, mean_score=float(track.score[track.found].mean()),
-                            jitter=jitter(lm_src, valid), **base)
+                            jitter=jitter(self.lm_src, self.valid), **base)
         if result.found_ratio < config.min_found_ratio:
             result.status = "partial"
             result.error = (f"face found on {100 * result.found_ratio:.1f}% of frames "
                             f"(< {100 * config.min_found_ratio:.0f}%)" + (f"; {gate_note}" if gate_note else "")
                             + "; frames without a face have valid=False")
-        stack.close()  # the crop video is complete before its arrays are written
-        arrays = dict(landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=track.score,
+        return result
+
+    def _why_no_face(self) -> str:
+        """Why no frame has a face when the gate refused none of the track's fits."""
+        starts = self.tracker.start_rejects
+        if starts:
+            return (f"faces detected {sum(starts.values())} time(s), but every fit was rejected ("
+                    + ", ".join(f"{k}: {v}" for k, v in sorted(starts.items())) + ")")
+        return "the frames are blank (no contrast)" if self.contrast < 2.0 else "the detector found no face"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of `.faces.npz` (see manifests/faces.md)."""
+        track = self.track
+        arrays = dict(landmarks_src=self.lm_src, landmarks_crop=self.lm_crop, valid=self.valid, score=track.score,
                       quality=track.quality, reject=track.reject, landmarker=track.landmarker,
-                      transform=transform, interpolated=interpolated)
+                      transform=self.transform, interpolated=self.interpolated)
         if track.mesh.shape[1]:
-            arrays["mesh_crop"] = _mesh_in_crop(track.mesh, transform)
-        with atomic_path(arrays_out) as tmp_arrays, open(tmp_arrays, "wb") as fh:
-            np.savez(fh, **arrays)
-    return result
+            arrays["mesh_crop"] = _mesh_in_crop(track.mesh, self.transform)
+        return arrays
 
 
 def _mesh_in_crop(mesh: np.ndarray, transform: np.ndarray) -> np.ndarray:

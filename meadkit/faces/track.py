@@ -14,7 +14,7 @@ tracker also runs backwards from it over the frames the caller still holds (`bac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -23,6 +23,9 @@ from meadkit.faces.align import STABLE, TEMPLATE_68, box_from_landmarks, roll_an
 from meadkit.faces.backends import Backend, Box, Detection
 from meadkit.faces.gate import judge, jumped
 from meadkit.faces.model3d import fit_pose
+
+if TYPE_CHECKING:
+    from meadkit.faces.stage import FacesConfig
 
 _PATCH_W, _PATCH_H = 32, 20
 _EAGER_SEARCH = 6  # frames after a loss during which the search runs on every frame
@@ -82,20 +85,18 @@ def upper_face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 class Tracker:
     """Stateful face tracker over consecutive frames (see module doc). `step` takes a batch of frames
-    (one for dlib; several for batched GPU fitting) and returns one Observation per frame. `config` is a
-    FacesConfig (its detection, tracking and gate settings)."""
+    (one for dlib; several for batched GPU fitting) and returns one Observation per frame; `config` gives its
+    detection, tracking and gate settings."""
 
-    def __init__(self, backend: Backend, config):
+    def __init__(self, backend: Backend, config: FacesConfig):
         self.backend, self.config = backend, config
-        self.detect_every = max(1, config.detect_every)
-        self.fallback_every = max(1, config.fallback_every)
         self.stretch = 1.0  # horizontal widening the tracked face is fitted at (> 1 for faces turned sideways)
         self.weak = False  # the last frame's confidence fell below redetect_score: check the track soon
         self.landmarks: Optional[np.ndarray] = None  # last good landmarks (the track)
         self.anchor: Optional[np.ndarray] = None  # patch at the last confirmed detection
         self.since_detect = 0
         self.lost_frames = 0  # frames since the face was last seen (or since the start, before it is first seen)
-        self.since_fallback = self.fallback_every  # frames since the slow fallback detector last ran
+        self.since_fallback = config.fallback_every  # frames since the slow fallback detector last ran
         self.fallback_calls = 0
         self.detector_calls = 0
         self.restarted = False  # the last step started the track afresh from a detection (see backtrack)
@@ -151,7 +152,7 @@ class Tracker:
         found = ([(second, 1.0)] if second else []) + hog
         fb = self.backend.fallback
         if (not found and fb is not None and self.fallback_calls < self.config.fallback_max
-                and self.since_fallback >= self.fallback_every):
+                and self.since_fallback >= self.config.fallback_every):
             self.fallback_calls += 1
             self.since_fallback = 0
             found.append((fb(small), 1.0))
@@ -251,11 +252,11 @@ class Tracker:
         detected = refresh = self.restarted = False
         if self.landmarks is None or self.lost_frames > 0:
             # search every frame just after a loss, then only every k frames (a clip without a face stays cheap)
-            if self.since_detect >= self.detect_every or self.lost_frames < _EAGER_SEARCH:
+            if self.since_detect >= self.config.detect_every or self.lost_frames < _EAGER_SEARCH:
                 candidates, detected = self.search(first), True
                 self.since_detect = 0
                 self.restarted = self.restart(first, candidates)
-        elif self.since_detect >= (_WEAK_EVERY if self.weak else self.detect_every):
+        elif self.since_detect >= (_WEAK_EVERY if self.weak else self.config.detect_every):
             # check the track with the detector on a small region around it (cheap)
             track_box = self.track_box()
             (dets, k), detected = self.check(first, track_box), True
