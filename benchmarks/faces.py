@@ -30,7 +30,7 @@ import numpy as np
 from meadkit.atomic import atomic_path
 
 from meadkit.corpus.names import VIEWS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.corpus.synth import SynthConfig, default_truth_path, read_truth, synthesize, truth_landmarks
 from meadkit.faces import FacesConfig, backend_for, process_view
 from meadkit.faces.align import interocular

@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from meadkit.corpus.names import VIEWS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.corpus.synth import SynthConfig, default_truth_path, read_truth, synthesize, truth_landmarks
 from meadkit.faces.align import interocular
 from meadkit.faces.smooth import jitter

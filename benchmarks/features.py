@@ -23,7 +23,7 @@ import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 
 from meadkit.corpus.names import MEAD_FPS, MEAD_SAMPLE_RATE  # noqa: E402
-from meadkit.corpus.sources import Source  # noqa: E402
+from meadkit.media.sources import Source  # noqa: E402
 from meadkit.features import FeaturesConfig, compute_features, mfcc_window, save_features  # noqa: E402
 from meadkit.media.audio import load_audio, write_audio  # noqa: E402
 

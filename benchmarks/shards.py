@@ -40,7 +40,7 @@ from skimage import data as skdata  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from meadkit.corpus.names import EMOTIONS, MEAD_FPS, VIEWS, TakeKey, emotion_label  # noqa: E402
-from meadkit.corpus.sources import Source  # noqa: E402
+from meadkit.media.sources import Source  # noqa: E402
 from meadkit.data import ShardDataset, collate_batch, make_loader  # noqa: E402
 from meadkit.features import FeaturesConfig, mfcc_window  # noqa: E402
 from meadkit.manifest import write_table  # noqa: E402

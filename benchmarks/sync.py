@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 
 from meadkit.corpus.names import VIEWS  # noqa: E402
-from meadkit.corpus.sources import Source  # noqa: E402
+from meadkit.media.sources import Source  # noqa: E402
 from meadkit.corpus.synth import SynthConfig, read_truth, synthesize  # noqa: E402
 from meadkit.media.probe import probe  # noqa: E402
 from meadkit.media.video import iter_frames  # noqa: E402

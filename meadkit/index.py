@@ -30,7 +30,7 @@ from meadkit.corpus.names import (
     ACTOR_RE, EMOTIONS, MEAD_RATES, VIEWS, BadName, TakeKey, audio_relpath, gender, is_mead_rate, nominal_levels,
     nominal_takes, parse_path, video_relpath,
 )
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.manifest import to_table, write_table
 from meadkit.media.probe import MediaError, probe, sample_data_end
 from meadkit.records import RECORDINGS_SCHEMA, Labels

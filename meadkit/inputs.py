@@ -17,7 +17,7 @@ from meadkit.config import load_pipeline
 from meadkit.faces import FacesConfig, NoFaceError, align_image
 from meadkit.features import FeaturesConfig, compute_features, mfcc_window
 from meadkit.media.audio import load_audio
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 
 
 class InputError(ValueError):

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from meadkit.atomic import TMP_MARK, atomic_path, disk_error, is_within, tmp_name
 from meadkit.config import check_fields
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.features import FeaturesConfig
 from meadkit.lock import OutputLock
 from meadkit.manifest import read_table, write_table

@@ -20,7 +20,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from scipy.signal import resample_poly
 
 from meadkit.corpus.names import TakeKey, is_mead_rate
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, Probe
 from meadkit.media.video import iter_frames

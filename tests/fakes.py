@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from meadkit.corpus.names import MEAD_FPS, TakeKey
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.manifest import write_table
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter, iter_frames

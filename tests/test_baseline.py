@@ -27,7 +27,7 @@ from meadkit.baseline.pca import MOUTH_JAW, fit_pca
 from meadkit.baseline.train import STAGE_CLASSES, STAGES, Context, TrainError, train
 from meadkit.config import ConfigError
 from meadkit.corpus.names import MEAD_FPS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.media.probe import probe
 from meadkit.media.video import iter_frames
 

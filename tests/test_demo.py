@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from meadkit.cli import main
 from meadkit.media.probe import probe
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meadkit.corpus.names import MEAD_FPS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.faces import (FaceBackendUnavailable, FacesConfig, NoFaceError, align_image,
                            backend_for, process_view)
 from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity

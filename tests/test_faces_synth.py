@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.corpus.synth import read_truth, truth_landmarks
 from meadkit.faces import FacesConfig, backend_for, process_view
 from meadkit.faces.align import interocular

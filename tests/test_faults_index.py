@@ -22,7 +22,7 @@ from fakes import SR, tone_audio, tone_video
 from meadkit.cli import main
 from meadkit.corpus.archive import discover
 from meadkit.corpus.names import MEAD_FPS, audio_relpath, video_relpath
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.index import IndexConfig, bmff_truncation, index_corpus
 from meadkit.media.audio import write_audio
 from meadkit.media.video import VideoWriter

@@ -7,7 +7,7 @@ import pytest
 
 from meadkit.atomic import TMP_MARK
 from meadkit.corpus.names import MEAD_FPS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.features import (
     FeaturesConfig,
     compute_features,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.faces import FacesConfig, process_view
 from meadkit.faces.align import interocular
 from meadkit.faces.backends import DlibBackend, HogDetector

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fakes import SR, tone_audio, tone_video
 from meadkit.cli import main
 from meadkit.corpus.names import MEAD_FPS, audio_relpath, video_relpath
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.index import (
     IndexConfig, bmff_truncation, index_corpus, source_of, summarize, take_counts, take_gaps, take_sources,
 )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meadkit.corpus.names import MEAD_FPS, TakeKey
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.manifest import to_table
 from meadkit.media.audio import load_audio, write_audio
 from meadkit.media.probe import MediaError, probe

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from scipy import signal
 
 from meadkit.corpus.names import MEAD_FPS, BadName, parse_path
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.corpus.synth import (
     DEFECT_KINDS, SynthConfig, read_truth, synthesize, truth_landmarks, truth_mouth_open,
 )

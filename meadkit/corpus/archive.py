@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Optional
 
 from meadkit.atomic import is_within
 from meadkit.corpus.names import ACTOR_RE
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _TAR_NAME_RE = re.compile(r"^(?:(?P<actor>[MW]\d{3})(?:[_-]|$))?(?P<kind>video|audio)?[^/]*$", re.IGNORECASE)

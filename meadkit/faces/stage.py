@@ -13,7 +13,7 @@ import numpy as np
 
 from meadkit.atomic import WRITE_ERRNOS, atomic_path
 from meadkit.config import check_fields
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
 from meadkit.faces.gate import REJECTS

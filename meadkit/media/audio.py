@@ -10,7 +10,7 @@ from typing import Optional
 import av
 import numpy as np
 
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.media.probe import MediaError
 
 

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import av
 import numpy as np
 
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 
 
 class MediaError(RuntimeError):

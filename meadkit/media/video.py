@@ -8,7 +8,7 @@ from typing import Iterator, NamedTuple, Optional
 import av
 import numpy as np
 
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.media.audio import add_aac_stream, encode_audio
 from meadkit.media.probe import MediaError
 

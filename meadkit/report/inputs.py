@@ -12,7 +12,7 @@ from typing import Optional
 import pandas as pd
 
 from meadkit.corpus.names import MEAD_FPS, VIEWS
-from meadkit.corpus.sources import Source
+from meadkit.media.sources import Source
 from meadkit.index import source_of
 from meadkit.manifest import read_table
 from meadkit.records import USABLE_AUDIO, USABLE_VIDEO
