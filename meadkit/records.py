@@ -138,16 +138,10 @@ class Outcome(NamedTuple):
 
 
 @dataclass
-class RecordingRow(Record):
-    """One row of recordings.parquet (`meadkit.index`): a file found under RAW, probed, with its status."""
+class RecordingRow(Labels):
+    """One row of recordings.parquet (`meadkit.index`): a file found under RAW (its labels first), probed, with its
+    status."""
 
-    actor: Str = None
-    gender: Str = None
-    emotion: Str = None
-    level: Level = None
-    take: Take = None
-    take_id: Str = None
-    view: Str = None
     kind: Str = None
     relpath: Str = None
     source_path: Str = None

@@ -1,7 +1,6 @@
 """The landmark picture: the 68 fitted points drawn on one decoded source frame per view of a take."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,7 +10,7 @@ from matplotlib.figure import Figure
 
 from meadkit.media.probe import MediaError
 from meadkit.report.inputs import PICTURE_TRIES, Inputs, first_source, records, source_videos, takes_by_views, view_order
-from meadkit.report.page import is_missing, new_figure
+from meadkit.report.page import is_missing, panel_grid
 
 #: Window frame whose landmarks are drawn (the nearest valid frame to it), about one second in.
 LANDMARK_FRAME = 30
@@ -73,12 +72,7 @@ def _take_landmark_frames(inp: Inputs, clips: pd.DataFrame) -> list[LandmarkFram
 
 def landmark_figure(frames: list[LandmarkFrame]) -> Figure:
     """The frames side by side, each zoomed on its face, with the points and the scheme's contours."""
-    cols = min(4, len(frames))
-    rows = math.ceil(len(frames) / cols)
-    fig = new_figure(3.2 * cols, 3.4 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(frames):]:
-        ax.set_axis_off()
+    fig, axes = panel_grid(len(frames), 4, 3.2, 3.4)
     for ax, f in zip(axes, frames):
         h, w = f.image.shape[:2]
         ax.imshow(f.image)

@@ -50,6 +50,16 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
+def panel_grid(n: int, max_cols: int, panel_w: float, panel_h: float) -> tuple[Figure, list]:
+    """A figure of `n` panels in rows of at most `max_cols` (each panel_w x panel_h inches); spare cells hidden."""
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    axes = new_figure(panel_w * cols, panel_h * rows).subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return axes[0].figure, list(axes[:n])
+
+
 def img_html(fig: Figure, alt: str) -> str:
     """The figure as an embedded PNG `<img>`."""
     buf = io.BytesIO()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from meadkit.corpus.names import PAPER_EMOTIONS
-from meadkit.report.page import cell_text, esc, img_html, new_figure, note, table_html
+from meadkit.report.page import cell_text, esc, img_html, new_figure, note, panel_grid, table_html
 
 _STEP_COLUMNS = ("step", "global_step", "iteration", "iter", "epoch")
 #: At most this many metrics are plotted per loss log.
@@ -38,12 +37,7 @@ def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
 def _loss_figure(name: str, log: pd.DataFrame) -> Figure:
     """One panel per metric (the first MAX_CURVES), a line per split; log scale for losses spanning decades."""
     metrics = list(dict.fromkeys(log["metric"]))[:MAX_CURVES]
-    ncol = min(3, len(metrics))
-    nrow = math.ceil(len(metrics) / ncol)
-    fig = new_figure(4 * ncol, 2.6 * nrow)
-    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
-    for ax in axes[len(metrics):]:
-        ax.set_axis_off()
+    fig, axes = panel_grid(len(metrics), 3, 4, 2.6)
     for ax, metric in zip(axes, metrics):
         for split, g in log[log["metric"] == metric].groupby("split", sort=True):
             ax.plot(g["step"], g["value"], lw=1, marker="." if len(g) < 30 else None, label=split or None)
