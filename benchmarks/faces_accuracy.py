@@ -1,8 +1,8 @@
 """Faces stage accuracy per actor (real photo) and per view, and its cost against the landed stage, in one run.
 
 A 1080p synthetic corpus (`meadkit.corpus.synth`: one actor per built-in photo, plus any held-out photos given
-with --holdout, every view rendered as a real 3D head turn) is re-encoded as MEAD is (H.264 High 4:4:4,
-yuvj444p, ~2 Mb/s, one keyframe per clip, B-frames; see shared MEAD_FACTS.md), then each clip goes through
+with --holdout, every view rendered as a real 3D head turn), encoded as MEAD is (H.264 High 4:4:4, yuvj444p,
+~2 Mb/s, one keyframe per clip, B-frames; see shared MEAD_FACTS.md), each clip goes through
 (b) this checkout's faces stage (default pipeline) and (o) the stage as landed at --base (a git worktree, run in
 a child process on the same clips). Per (actor, view): frames with a valid face, NME (inter-ocular) of valid
 frames, share of frames marked valid whose NME exceeds 15% (silent garbage), jitter, and per-frame cost b/o.
@@ -23,10 +23,8 @@ import os
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from meadkit.corpus.names import VIEWS
@@ -37,31 +35,6 @@ from meadkit.faces.smooth import jitter
 from meadkit.runner import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def mead_encode(src: Path, dst: Path, bitrate: str = "2M") -> Path:
-    """`src` re-encoded like a real MEAD view: libx264 High 4:4:4 Predictive, yuvj444p (full range), ~2 Mb/s, one
-    keyframe for the whole clip, B-frames, time base 1/1000000 (frames and their rate unchanged)."""
-    if dst.exists():
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".part.mp4")
-    with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuvj444p"
-        vout.time_base = Fraction(1, 1000000)
-        vout.bit_rate = int(float(bitrate.rstrip("M")) * 1e6)
-        vout.options = {"g": "100000", "bf": "3", "preset": "veryfast", "profile": "high444"}
-        for i, f in enumerate(inp.decode(vin)):
-            g = f.reformat(format="yuvj444p")
-            g.pts, g.time_base = round(i * 1000000 / vin.average_rate), vout.time_base
-            for p in vout.encode(g):
-                out.mux(p)
-        for p in vout.encode():
-            out.mux(p)
-    os.replace(tmp, dst)
-    return dst
 
 
 def nme_per_frame(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -101,7 +74,7 @@ def corpus(folder: Path, seconds: float, holdout: list[Path]) -> tuple[Path, Pat
     from meadkit.corpus.photos import BUILTIN_PHOTOS
 
     photos = list(BUILTIN_PHOTOS) + [str(p) for p in holdout]
-    raw = folder / "raw"
+    raw = folder / "raw-mead"  # SynthConfig's default encoding is MEAD's own (yuvj444p High 4:4:4, ~2 Mb/s)
     truth = default_truth_path(raw)
     if not truth.exists():
         synthesize(raw, SynthConfig(actors=len(photos), photos=tuple(photos), emotions=("happy",), levels=(3,),
@@ -128,8 +101,7 @@ def main() -> None:
     actor_photo = dict(zip(SynthConfig(actors=len(photos)).actor_ids(), [Path(p).stem for p in photos]))
     clips = []
     for r in df.itertuples():
-        path = mead_encode(raw / r.relpath, args.dir / "mead" / r.relpath)
-        clips.append({"path": str(path), "n": int(r.n_frames), "actor": r.actor, "view": r.view,
+        clips.append({"path": str(raw / r.relpath), "n": int(r.n_frames), "actor": r.actor, "view": r.view,
                       "take_id": r.take_id})
     base = args.dir / f"base-{args.base}"
     if not base.exists():

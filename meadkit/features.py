@@ -74,6 +74,12 @@ def frame_centres(sr: int, t0_s: float, rows: np.ndarray, fps: Fraction) -> np.n
     return np.rint(float(t0_s) * sr + rows * step).astype(np.int64)
 
 
+def warm_up(config: FeaturesConfig, sr: int = 48000) -> None:
+    """Load librosa and its compiled kernels once in this process (~5 s on first use), so that the cost is not
+    billed to the first take's features time."""
+    compute_features(np.zeros(sr, np.float32), sr, 0.0, 25, Fraction(25), config)
+
+
 def compute_features(
     audio: np.ndarray, sr: int, t0_s: float, n_frames: int, fps: Fraction, config: FeaturesConfig = FeaturesConfig()
 ) -> FeatureResult:

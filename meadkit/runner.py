@@ -12,6 +12,7 @@ task that kills a process alone gets a crash record.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -46,6 +47,44 @@ def single_threaded() -> None:
     cv2.setNumThreads(1)
     if "torch" in sys.modules:  # a later import of torch reads OMP_NUM_THREADS itself
         sys.modules["torch"].set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _workers_born_single_threaded() -> Iterator[None]:
+    """While open, processes started from this one get one-thread BLAS/OpenMP settings in their environment from
+    birth: a worker's imports (numpy, OpenCV, mediapipe) size their thread pools before any initialiser could run,
+    and pools sized to the machine made every local worker's faces stage ~1.7x dearer per frame."""
+    saved = {v: os.environ.get(v) for v in _THREAD_VARS}
+    os.environ.update({v: "1" for v in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+@contextlib.contextmanager
+def _this_process_single_threaded() -> Iterator[None]:
+    """One compute thread in this process while open (BLAS/OpenMP pools already loaded, OpenCV, torch), as a local
+    worker has; the caller's settings come back after. -j 1 then means one core, as it does for the workers."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads() if torch else None
+    cv2.setNumThreads(1)
+    if torch:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1), _workers_born_single_threaded():
+            yield
+    finally:
+        cv2.setNumThreads(cv_threads)
+        if torch:
+            torch.set_num_threads(torch_threads)
 
 
 @dataclass(frozen=True)
@@ -92,7 +131,7 @@ class Executor:
     def _pairs(self, fn, tasks: list, on_crash: Optional[OnCrash], batch: int) -> Iterator[tuple[int, Any]]:
         """(task position, result) of every task, in completion order."""
         if self.backend == "local" and self.n_jobs == 1:
-            return ((i, _guarded(fn, task, on_crash)) for i, task in enumerate(tasks))
+            return _in_process(fn, tasks, on_crash)
         batches = _batches(len(tasks), batch, self.n_jobs)
         if self.backend == "dask":
             return _run_dask(_Worker(fn), tasks, batches, self.scheduler, on_crash)
@@ -135,6 +174,28 @@ def _guarded(fn, task, on_crash: Optional[OnCrash]):
         return _crash(on_crash, task, e)
 
 
+_WARM: set = set()
+
+
+def _warmed(fn) -> None:
+    """Call `fn.warm_up()`, if it has one, once per process and kind of `fn`: what its tasks load on first use,
+    so that cost is not billed to the first task. A warm-up that fails is ignored: the tasks meet it again."""
+    kind = type(fn)
+    if kind not in _WARM and hasattr(fn, "warm_up"):
+        try:
+            fn.warm_up()
+        except Exception:
+            pass
+    _WARM.add(kind)
+
+
+def _in_process(fn, tasks: list, on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    with _this_process_single_threaded():
+        _warmed(fn)
+        for i, task in enumerate(tasks):
+            yield i, _guarded(fn, task, on_crash)
+
+
 class _Worker:
     """`fn` over a batch of tasks in a worker, single-threaded: (True, result) or (False, exception) per task, so
     an exception is its own task's alone (a class, so it pickles for process pools and Dask)."""
@@ -144,6 +205,7 @@ class _Worker:
 
     def __call__(self, batch: list) -> list[tuple[bool, Any]]:
         single_threaded()
+        _warmed(self.fn)
         out = []
         for task in batch:
             try:
@@ -168,18 +230,20 @@ def _finished(batch: list[int], outcomes: Optional[list], exc: Optional[BaseExce
 
 
 def _pool(n_jobs: int) -> ProcessPoolExecutor:
-    # spawn: no inherited threads or locks from the parent (a forked worker can deadlock on them)
-    return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"))
+    """Spawned workers (no inherited threads or locks: a forked worker can deadlock on them), single-threaded from
+    their start (run them under `_workers_born_single_threaded`, so their imports see it too)."""
+    return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=single_threaded)
 
 
 def _run_pool(worker: _Worker, tasks: list, batches: list[list[int]], n_jobs: int,
               on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
     queue, alone = deque(batches), deque()
-    while queue or alone:
-        if alone:  # a task in flight when a worker died: alone, so only the one that kills a process is recorded
-            yield from _run_alone(worker, tasks, alone.popleft(), on_crash)
-        else:
-            yield from _pool_round(worker, tasks, queue, alone, n_jobs, on_crash)
+    with _workers_born_single_threaded():
+        while queue or alone:
+            if alone:  # a task in flight when a worker died: alone, so only the one that kills a process is recorded
+                yield from _run_alone(worker, tasks, alone.popleft(), on_crash)
+            else:
+                yield from _pool_round(worker, tasks, queue, alone, n_jobs, on_crash)
 
 
 def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs: int,

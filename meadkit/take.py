@@ -186,6 +186,12 @@ class TakeJob:
     def __call__(self, task: TakeTask) -> TakeRecord:
         return process_take(task, self.pipeline, self.config_hash)
 
+    def warm_up(self) -> None:
+        """What every take loads on first use, loaded once per worker (the runner calls it)."""
+        from meadkit.features import warm_up
+
+        warm_up(self.pipeline.features)
+
 
 # ---------------------------------------------------------------- one take
 

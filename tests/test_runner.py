@@ -50,10 +50,49 @@ def test_every_worker_gets_the_thread_initialiser():
     assert set(TWO.map(_threads, range(8), batch=2)) == {(1, "1")}
 
 
+def _pools(task):
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    return cv2.getNumThreads(), tuple(sorted({p["num_threads"] for p in threadpool_info()}))
+
+
+def test_workers_are_born_single_threaded_and_so_is_the_in_process_path():
+    """BLAS/OpenMP pools are sized when a library loads: a worker's must be 1 from its start, and -j 1 in this
+    process computes on one thread too, then gives the caller its own settings back."""
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    before = cv2.getNumThreads(), {p["num_threads"] for p in threadpool_info()}
+    assert set(TWO.map(_pools, range(4))) == {(1, (1,))}
+    assert set(SERIAL.map(_pools, range(2))) == {(1, (1,))}
+    assert (cv2.getNumThreads(), {p["num_threads"] for p in threadpool_info()}) == before
+
+
 def test_an_exception_raised_in_a_worker_propagates_without_on_crash():
     with pytest.raises(ValueError, match="bad input 3") as info:
         list(TWO.map(_square, range(6)))
     assert any("in the worker process" in note for note in getattr(info.value, "__notes__", []))
+
+
+class _Warmed:
+    """A task function with a warm-up: tasks report whether their process was warmed before them."""
+
+    warmed_in: list = []
+
+    def warm_up(self):
+        type(self).warmed_in.append(os.getpid())
+
+    def __call__(self, task):
+        return os.getpid(), type(self).warmed_in.count(os.getpid())
+
+
+def test_the_warm_up_runs_once_per_process_before_its_first_task():
+    _Warmed.warmed_in.clear()
+    assert set(SERIAL.map(_Warmed(), range(4))) == {(os.getpid(), 1)}
+    assert set(SERIAL.map(_Warmed(), range(2))) == {(os.getpid(), 1)}  # this process is warm already
+    results = list(TWO.map(_Warmed(), range(16)))
+    assert {n for _, n in results} == {1} and os.getpid() not in {pid for pid, _ in results}
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from meadkit.faces import FacesConfig
 from meadkit.faces.backends import get_backend
 from meadkit.media.audio import load_audio
 from meadkit.media.probe import MediaError, probe
-from meadkit.media.video import iter_frames
+from meadkit.media.video import iter_frames, iter_planes
 from meadkit.runner import Executor
 
 SR = 48000
@@ -82,6 +82,8 @@ def test_streams_rates_and_frame_counts_match_truth(tiny_corpus):
         assert Fraction(p.fps_num, p.fps_den) == MEAD_FPS == Fraction(int(r.fps_num), int(r.fps_den))
         frames = list(iter_frames(src))
         assert len(frames) == r.n_frames == p.n_frames
+        planes = next(iter_planes(src))[1]
+        assert planes.full_range and planes.u.shape == planes.y.shape  # MEAD's own encoding: yuvj444p
         assert frames[-1].time_s == pytest.approx((r.n_frames - 1) / float(MEAD_FPS), abs=1e-4)
         assert p.has_audio and p.sample_rate == SR and p.audio_codec == "aac"
         assert p.audio_duration_s == pytest.approx(r.duration_s, abs=0.03)

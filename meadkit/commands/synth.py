@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import click
 
 from meadkit.commands.options import jobs_option
-from meadkit.corpus.names import EMOTIONS, VIEWS
+from meadkit.corpus.names import EMOTIONS, MEAD_RATES, VIEWS
 from meadkit.corpus.photos import BUILTIN_PHOTOS
 from meadkit.corpus.synth import TAR_NAMINGS, SynthConfig, default_truth_path, read_truth, synthesize
+from meadkit.media.video import ENCODINGS
 from meadkit.runner import Executor
 from meadkit.select import split_csv
 
@@ -63,14 +65,20 @@ def _actors(ctx, param, value):
 @click.option("--defects", is_flag=True, help="Inject each of MEAD's known irregularities once (no audio stream, truncated mp4, "
               "missing view/take, extra video/1/ level, short audio, stray file, corrupt tar with --tar).")
 @click.option("--voice", default="auto", type=click.Choice(["auto", "procedural"]), help="auto = espeak-ng if on PATH, else a procedural voice.")
+@click.option("--fps", "fps", default=str(MEAD_RATES[0]), type=click.Choice([str(r) for r in MEAD_RATES]),
+              help="Frame rate: MEAD's two exact rates (most of MEAD is 65521/2184; some views are 1000000/33333).")
+@click.option("--encoding", default="mead", type=click.Choice(ENCODINGS),
+              help="mead: as MEAD is encoded (yuvj444p High 4:4:4, ~2 Mb/s at 1080p, one keyframe, B-frames); "
+                   "crf: yuv420p at constant quality.")
 @jobs_option(what="Worker processes (takes rendered in parallel)")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ground-truth Parquet path  [default: OUT.truth.parquet beside OUT]")
-def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, voice, jobs, truth):
+def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, voice, fps,
+            encoding, jobs, truth):
     """Write a synthetic corpus in MEAD's exact layout to OUT, with known ground truth.
 
     Actors from several real photos (different people, one greyscale), expressions graded by emotion
-    and level, a voice whose envelope drives the lips, 7 views rendered as 3D head turns at 65521/2184 fps with their own
+    and level, a voice whose envelope drives the lips, 7 views rendered as 3D head turns at MEAD's frame rate and encoding with their own
     offsets against the 48 kHz reference audio. The truth table lists per (take, view) the
     offset, frame count, per-frame 68 landmarks, labels and injected defects.
 
@@ -78,7 +86,7 @@ def command(out, actors, emotions, levels, takes, seconds, views, resolution, ph
     """
     config = SynthConfig(actors=actors, emotions=emotions, levels=levels, takes=takes, seconds=seconds, views=views,
                          width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects, tar=tar,
-                         tar_naming=tar_naming, voice=voice)
+                         tar_naming=tar_naming, voice=voice, fps=Fraction(fps), encoding=encoding)
     try:
         config.validate()
         n_takes = len(config.take_keys())

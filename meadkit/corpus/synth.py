@@ -34,7 +34,7 @@ from meadkit.corpus.synth_views import FACE_HEIGHT_FRACTION, backdrop, make_came
 from meadkit.corpus.synth_voice import speech
 from meadkit.manifest import write_rows
 from meadkit.media.audio import write_audio
-from meadkit.media.video import VideoWriter
+from meadkit.media.video import ENCODINGS, VideoWriter
 from meadkit.records import TRUTH_SCHEMA
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ _HEAVY = ("landmarks", "mouth_open")
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What to synthesise. Defaults give MEAD's real formats (1080p, 65521/2184 fps, 48 kHz)."""
+    """What to synthesise. Defaults give MEAD's real formats (1080p, 65521/2184 fps, 48 kHz, MEAD's encoding)."""
 
     actors: Union[int, Sequence[str]] = 2
     emotions: tuple[str, ...] = EMOTIONS
@@ -69,6 +69,7 @@ class SynthConfig:
     tar: bool = False
     tar_naming: str = "mixed"  # video.tar | actor_video.tar | mixed (alternating per actor)
     voice: str = "auto"  # auto (espeak-ng if on PATH) | procedural
+    encoding: str = "mead"  # mead: MEAD's own yuvj444p High 4:4:4 ~2 Mb/s, one keyframe | crf: yuv420p at `crf`
     crf: int = 23
     preset: str = "ultrafast"
 
@@ -115,6 +116,10 @@ class SynthConfig:
             raise ValueError("photos must name at least one photo")
         for p in self.photos:
             get_photo(p)  # a ValueError naming the built-ins when it is neither one nor an annotated image
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}")
+        if Fraction(self.fps) <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
         if self.tar_naming not in TAR_NAMINGS:
             raise ValueError(f"tar_naming must be one of {TAR_NAMINGS}")
         if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 64:
@@ -295,7 +300,7 @@ def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
             tmps[v] = tmp_name(root / _video_path(key, v, plan))
             tmps[v].parent.mkdir(parents=True, exist_ok=True)
             writers[v] = VideoWriter(str(tmps[v]), fps, config.width, config.height, crf=config.crf,
-                                     preset=config.preset, audio=audio)
+                                     preset=config.preset, audio=audio, encoding=config.encoding)
         for k in range(min(tl.shift.values()), max(tl.shift[v] + tl.n_frames[v] for v in views)):
             t = float(k / fps)
             opening = float(voice.opening_at(np.array([t]))[0])

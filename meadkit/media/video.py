@@ -84,12 +84,26 @@ def iter_planes(source: Source, start: int = 0, count: Optional[int] = None, thr
         yield i, Planes(y, u, v, NATIVE_PLANES[f.format.name])
 
 
-class VideoWriter:
-    """Write frames to an H.264 yuv420p mp4 at an exact rational frame rate, optionally with an AAC track.
+#: MEAD's own video encoding (see shared MEAD_FACTS.md): libx264 High 4:4:4 Predictive, yuvj444p (full range),
+#: ~2 Mb/s at 1080p and ~30 fps, one keyframe per clip, B-frames.
+MEAD_BIT_RATE, MEAD_PIXELS = 2_000_000, 1920 * 1080
+ENCODINGS = ("crf", "mead")
 
-    Use as a context manager; `write(image)` takes H x W x 3 uint8 in `pix_fmt` order.
-    `audio` = (samples float32 in [-1, 1] shaped (n,) or (channels, n), sample_rate) is
-    encoded as AAC when the writer closes.
+
+def mead_bit_rate(width: int, height: int, fps: Fraction) -> int:
+    """MEAD's 2 Mb/s at 1080p and 30 fps; a smaller frame gets a rate falling with the square root of its area (the
+    same bits per pixel would blur a small test frame's face far more than MEAD's 1080p blurs its own)."""
+    return round(MEAD_BIT_RATE * (width * height / MEAD_PIXELS) ** 0.5 * float(fps) / 30)
+
+
+class VideoWriter:
+    """Write frames to an H.264 mp4 at an exact rational frame rate, optionally with an AAC track.
+
+    Use as a context manager; `write(image)` takes H x W x 3 uint8 in `pix_fmt` order (or I420 planes stacked as
+    'yuv420p'/'yuvj420p'). `encoding` 'crf' is yuv420p (yuvj420p for full-range I420 input) at constant quality
+    `crf`; 'mead' is MEAD's own: yuvj444p High 4:4:4 at ~2 Mb/s at 1080p (`mead_bit_rate`), one keyframe, 3 B-frames, time
+    base 1/1000000 when a frame lasts whole microseconds (MEAD's 1000000/33333). `audio` = (samples float32 in
+    [-1, 1] shaped (n,) or (channels, n), sample_rate) is encoded as AAC when the writer closes.
     """
 
     def __init__(
@@ -103,12 +117,26 @@ class VideoWriter:
         pix_fmt: str = "bgr24",
         threads: int = 1,
         audio: Optional[tuple[np.ndarray, int]] = None,
+        encoding: str = "crf",
     ):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        fps = Fraction(fps)
         self._c = av.open(path, "w", format="mp4")
-        self._v = self._c.add_stream("libx264", rate=Fraction(fps))
-        # I420 frames given as "yuvj420p" (full range) are encoded as such; everything else as yuv420p
-        self._v.width, self._v.height, self._v.pix_fmt = width, height, "yuvj420p" if pix_fmt == "yuvj420p" else "yuv420p"
-        self._v.options = {"crf": str(crf), "preset": preset}
+        self._v = self._c.add_stream("libx264", rate=fps)
+        self._v.width, self._v.height = width, height
+        if encoding == "mead":
+            self._v.pix_fmt = "yuvj444p"
+            self._v.bit_rate = mead_bit_rate(width, height, fps)
+            self._v.options = {"g": "100000", "bf": "3", "profile": "high444", "preset": preset}
+            step = Fraction(1_000_000) / fps
+            self._tick = step if step.denominator == 1 else Fraction(1)
+            if step.denominator == 1:
+                self._v.time_base = Fraction(1, 1_000_000)
+        else:
+            self._v.pix_fmt = "yuvj420p" if pix_fmt == "yuvj420p" else "yuv420p"
+            self._v.options = {"crf": str(crf), "preset": preset}
+            self._tick = Fraction(1)
         self._v.thread_count = threads
         self._pix_fmt = pix_fmt
         self._n = 0
@@ -117,7 +145,9 @@ class VideoWriter:
 
     def write(self, image: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self._pix_fmt)
-        frame.pts = self._n
+        frame.pts = int(self._n * self._tick)
+        if self._tick != 1:
+            frame.time_base = self._v.time_base
         self._n += 1
         for pkt in self._v.encode(frame):
             self._c.mux(pkt)

@@ -56,8 +56,9 @@ def _project(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def write_clip(path: Path | str, n_frames: int, yaw_deg: float = 0.0, width: int = 480, height: int = 270,
                iod_px: float | None = None, noise: float = 4.0, seed: int = 0, fps: Fraction = MEAD_FPS,
-               face: bool = True) -> np.ndarray:
-    """Write the clip; return its true landmarks (n_frames, 68, 2). `face=False` writes the backdrop only."""
+               face: bool = True, encoding: str = "crf") -> np.ndarray:
+    """Write the clip (`encoding` as `VideoWriter`'s: 'mead' for MEAD's own); return its true landmarks
+    (n_frames, 68, 2). `face=False` writes the backdrop only."""
     img, lm = photo()
     rng = np.random.default_rng(seed)
     iod_px = iod_px or 0.11 * width
@@ -65,7 +66,7 @@ def write_clip(path: Path | str, n_frames: int, yaw_deg: float = 0.0, width: int
                       interpolation=cv2.INTER_CUBIC)
     truth = np.zeros((n_frames, 68, 2))
     grain = rng.normal(0, noise, (5, height, width, 3)).astype(np.int16) if noise else None
-    with VideoWriter(str(path), fps, width, height, crf=20) as w:
+    with VideoWriter(str(path), fps, width, height, crf=20, encoding=encoding) as w:
         for i in range(n_frames):
             h = projection(i / float(fps), yaw_deg, width, height, iod_px)
             frame = back.copy()

@@ -1,0 +1,114 @@
+"""The whole of MEAD, projected: `meadkit prepare` end to end on MEAD-encoded 1080p clips at -j 1 and -j 2.
+
+Clips are made as MEAD is encoded (`SynthConfig.encoding = "mead"`: yuvj444p High 4:4:4, ~2 Mb/s, one keyframe,
+B-frames, at --fps). Printed: ms of one core per view-frame by stage, against decode-only of the same frames
+measured in the same run (the planes as decoded, one thread), the -j 2 / -j 1 scaling, peak RSS per process, and
+the projected wall time for all of MEAD (~29.5 M view-frames) on 16, 64 and 256 cores, and on a GPU node (the face
+work beyond decoding moved to the GPU: a lower bound of the CPU cost).
+
+    python benchmarks/corpus_projection.py [--takes 3] [--seconds 2] [--views front,left_30,right_30,down]
+                                           [--fps 1000000/33333] [--work DIR]
+
+Targets (issue 18): faces stage >= 0.6x decode-only throughput; whole prepare <= 2x decode-only cost per
+view-frame; -j 2 / -j 1 >= 1.8 on 40+ clips; peak RSS per worker < 1 GB; MEAD on 64 cores in under 2 hours.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import psutil
+
+from prepare import run_measured  # benchmarks/prepare.py: wall time and per-process peak RSS of a command tree
+
+from meadkit.corpus.synth import SynthConfig, synthesize
+from meadkit.manifest import read_table
+from meadkit.index import source_of
+from meadkit.media.video import iter_planes
+
+MEAD_VIEW_FRAMES = 29.5e6  # ~281,400 view clips (see issue 18)
+STAGES = ("sync", "features", "faces")
+
+
+def decode_ms(out: Path, clips) -> float:
+    """ms per frame to decode every ok clip's window to its planes (touching the luma), one thread."""
+    recordings = read_table(out / "manifests" / "recordings.parquet").set_index(["take_id", "view"])
+    n, start = 0, time.perf_counter()
+    for c in clips.itertuples():
+        source = source_of(recordings.loc[(c.take_id, c.view)].to_dict())
+        for _, planes in iter_planes(source, int(c.start_frame), int(c.n_frames)):
+            n += int(planes.y[0, 0] >= 0)
+    return 1000 * (time.perf_counter() - start) / n
+
+
+def run(raw: Path, out: Path, jobs: int) -> dict:
+    """One fresh `prepare` (shards included) at -j `jobs`: wall, per-stage seconds, ok view-frames, peak RSS."""
+    shutil.rmtree(out, ignore_errors=True)
+    wall, peaks = run_measured([sys.executable, "-m", "meadkit", "prepare", str(raw), "-o", str(out), "-j", str(jobs), "--quiet"])
+    clips = read_table(out / "manifests" / "clips.parquet")
+    status = read_table(out / "manifests" / "status.parquet")
+    ok = clips[clips.status == "ok"]
+    stages = {s: float(status[f"{s}_s"].fillna(0).sum()) for s in STAGES}
+    return dict(wall=wall, frames=int(ok.n_frames.sum()), clips=len(clips), ok=ok, stages=stages,
+                total=float(status.total_s.sum()), peaks=peaks)
+
+
+def hours(ms_per_frame: float, cores: int, efficiency: float) -> float:
+    return MEAD_VIEW_FRAMES * ms_per_frame / (cores * efficiency) / 3.6e6
+
+
+def report(r1: dict, r2: dict, dec: float, fps: Fraction) -> None:
+    frames = r1["frames"]
+    per = {s: 1000 * v / frames for s, v in r1["stages"].items()}
+    per["take other (records, I/O)"] = 1000 * (r1["total"] - sum(r1["stages"].values())) / frames
+    per["outside takes (index, manifests, shards, start-up)"] = 1000 * (r1["wall"] - r1["total"]) / frames
+    whole = 1000 * r1["wall"] / frames
+    scaling = (frames / r2["wall"]) / (frames / r1["wall"])
+    print(f"\n{r1['clips']} clips, {frames} ok view-frames, 1920x1080 MEAD encoding at {fps} fps; "
+          f"load {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} cores")
+    print(f"decode-only (planes, 1 thread): {dec:.2f} ms/frame")
+    print(f"{'ms of one core per view-frame (-j 1)':<58} {'ms':>7} {'x decode':>9}")
+    for k, v in per.items():
+        print(f"  {k:<56} {v:7.2f} {v / dec:9.2f}")
+    print(f"  {'whole prepare':<56} {whole:7.2f} {whole / dec:9.2f}")
+    print(f"faces stage throughput vs decode-only: {dec / per['faces']:.2f}x   (target >= 0.6)")
+    print(f"whole prepare cost vs decode-only:     {whole / dec:.2f}x   (target <= 2)")
+    print(f"-j 2 / -j 1 scaling: {scaling:.2f}   (target >= 1.8; {r2['wall']:.1f} s vs {r1['wall']:.1f} s)")
+    for jobs, r in ((1, r1), (2, r2)):
+        mb = sorted((v / 2**20 for v in r["peaks"].values()), reverse=True)
+        print(f"peak RSS -j {jobs}: {', '.join(f'{m:.0f}' for m in mb)} MB ({len(mb)} processes; target < 1024 per worker)")
+    eff = min(1.0, scaling / 2)
+    gpu = whole - max(0.0, per["faces"] - dec)  # the faces stage's work beyond decoding its frames moves to the GPU
+    print(f"projection for all of MEAD ({MEAD_VIEW_FRAMES / 1e6:.1f} M view-frames), parallel efficiency {eff:.2f} from -j 2:")
+    for cores in (16, 64, 256):
+        print(f"  {cores:>3} cores: {hours(whole, cores, eff):6.1f} h CPU only; GPU node (faces on CUDA, decode on CPU): "
+              f">= {hours(gpu, cores, eff):5.1f} h   (target: 64 cores < 2 h)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--takes", type=int, default=3, help="takes per (actor, emotion)")
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--views", default="front,left_30,right_30,down")
+    ap.add_argument("--fps", default="1000000/33333", choices=("1000000/33333", "65521/2184"))
+    ap.add_argument("--work", type=Path, default=None, help="keeps the corpus for reruns")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="meadkit-bench-projection-"))
+    raw, fps = work / f"raw-{args.fps.replace('/', '_')}", Fraction(args.fps)
+    if not raw.exists():
+        print(f"synthesizing {raw} ...", flush=True)
+        synthesize(raw, SynthConfig(actors=2, emotions=("neutral", "happy"), levels=(3,), takes=args.takes,
+                                    seconds=args.seconds, views=tuple(args.views.split(",")), fps=fps, seed=2,
+                                    voice="procedural", encoding="mead"))
+    r1 = run(raw, work / "out-j1", 1)
+    r2 = run(raw, work / "out-j2", 2)
+    report(r1, r2, decode_ms(work / "out-j1", r1["ok"]), fps)
+
+
+if __name__ == "__main__":
+    main()
