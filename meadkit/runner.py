@@ -67,7 +67,7 @@ def _workers_born_single_threaded() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _this_process_single_threaded() -> Iterator[None]:
+def one_compute_thread() -> Iterator[None]:
     """One compute thread in this process while open (BLAS/OpenMP pools already loaded, OpenCV, torch), as a local
     worker has; the caller's settings come back after. -j 1 then means one core, as it does for the workers."""
     import cv2
@@ -190,7 +190,7 @@ def _warmed(fn) -> None:
 
 
 def _in_process(fn, tasks: list, on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
-    with _this_process_single_threaded():
+    with one_compute_thread():
         _warmed(fn)
         for i, task in enumerate(tasks):
             yield i, _guarded(fn, task, on_crash)
