@@ -5,7 +5,8 @@ a neutral frame of the same actor and view) through a torch DataLoader with 2 wo
 batch 256:
   shards            meadkit.data.make_loader: ShardDataset.__getitems__ (a whole batch gathered from
                     memory maps) handed over through reusable shared-memory slots
-  shards, plain DL  the same batches through a plain DataLoader (fresh shared memory per batch)
+  shards, plain DL  the same batches through `DataLoader(ds, batch_size, shuffle=True, num_workers)` with
+                    torch's default collate (the batch re-stacked in fresh shared memory)
   shards/item       the same shards through per-sample __getitem__ + default_collate
   (a) files      one file per sample, the original's one-pickle-per-window pattern written as .npy
                  (frame.npy, window.npy, landmarks.npy per sample; neutral = another sample's frame.npy)
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from meadkit.corpus.names import EMOTIONS, MEAD_FPS, VIEWS, TakeKey, emotion_label  # noqa: E402
 from meadkit.media.sources import Source  # noqa: E402
-from meadkit.data import ShardDataset, collate_batch, make_loader  # noqa: E402
+from meadkit.data import ShardDataset, make_loader  # noqa: E402
 from meadkit.features import FeaturesConfig, mfcc_window  # noqa: E402
 from meadkit.manifest import write_table  # noqa: E402
 from meadkit.media.video import VideoWriter, iter_frames  # noqa: E402
@@ -105,7 +106,7 @@ def write_per_sample(ds: ShardDataset, root: Path) -> list[Path]:
     """The original's layout: one small file per sample per array (here .npy, 1000 samples per folder)."""
     files = []
     for lo in range(0, len(ds), 1024):
-        b = ds.__getitems__(list(range(lo, min(lo + 1024, len(ds)))))
+        b = ds.batch(list(range(lo, min(lo + 1024, len(ds)))))
         for j in range(len(b["frame"])):
             d = root / f"{(lo + j) // 1000:04d}" / f"{lo + j:07d}"
             d.mkdir(parents=True)
@@ -280,7 +281,7 @@ def main():
 
         fast = {
             "shards": (make_loader(ds, BATCH, num_workers=WORKERS), 80),
-            "shards, plain DL": (loader(ds, collate_fn=collate_batch), 80),
+            "shards, plain DL": (loader(ds), 80),
             "shards/item": (loader(PerSampleShards(ds)), 14),
             "(a) files": (loader(PerSampleFiles(work / "per_sample", ds)), 14),
         }

@@ -13,7 +13,8 @@ import click
 from meadkit import __version__
 from meadkit.atomic import WRITE_ERRNOS
 
-COMMANDS = ("synth", "index", "sync", "prepare", "select", "shard", "train", "evaluate", "generate", "report", "demo")
+COMMANDS = ("synth", "index", "sync", "prepare", "select", "shard", "export", "train", "evaluate", "generate", "report",
+            "demo")
 
 
 class _LazyGroup(click.Group):

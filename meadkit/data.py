@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -20,6 +21,7 @@ from meadkit.config import ConfigError, recorded_stage
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.features import mfcc_window
 from meadkit.shards import ShardError, open_shard, read_index, read_meta, verify_for_reading
+from meadkit.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +173,15 @@ class ShardDataset(Dataset):
         self._ring_batch = 0
 
     def _init_neutral(self, usable) -> None:
-        """Per (actor, view) group: the frames of its neutral clips (any split), to draw reference faces from."""
-        n_groups = len(self.vocab["actors"]) * len(VIEWS)
-        group = lambda df: df["actor_index"].to_numpy(np.int64) * len(VIEWS) + df["view_index"].to_numpy(np.int64)  # noqa: E731
+        """Per (split, actor, view) group: the frames of its neutral clips, to draw reference faces from (of the
+        sample's own split only: a train sample never shows a test take's face)."""
+        n_actors, n_views = len(self.vocab["actors"]), len(VIEWS)
+        n_groups = (len(SPLITS) + 1) * n_actors * n_views
+
+        def group(df) -> np.ndarray:
+            split = df["split"].map({s: i for i, s in enumerate(SPLITS)}).fillna(len(SPLITS)).to_numpy(np.int64)
+            return (split * n_actors + df["actor_index"].to_numpy(np.int64)) * n_views + df["view_index"].to_numpy(np.int64)
+
         neutral = usable[usable["emotion_label"] == emotion_label("neutral")].copy()
         neutral["group"] = group(neutral)
         neutral = neutral.sort_values(["group", "take_id"])
@@ -185,11 +193,12 @@ class ShardDataset(Dataset):
         self._g_total = np.bincount(g, weights=lens, minlength=n_groups).astype(np.int64)
         self._g_start = np.concatenate([[0], np.cumsum(self._g_total)[:-1]]).astype(np.int64)
         self._c_group = group(self.clips)
-        lacking = sorted({(self.vocab["actors"][k // len(VIEWS)], VIEWS[k % len(VIEWS)])
-                          for k in np.unique(self._c_group) if self._g_total[k] == 0})
+        lacking = sorted({((SPLITS + ("no split",))[k // (n_actors * n_views)], self.vocab["actors"][k // n_views % n_actors],
+                           VIEWS[k % n_views]) for k in np.unique(self._c_group) if self._g_total[k] == 0})
         if lacking:
-            log.warning("no neutral clip for %d actor/view pair(s) (%s); their samples use the first frame of "
-                        "their own clip as the neutral reference", len(lacking), ", ".join(f"{a}/{v}" for a, v in lacking))
+            log.warning("no neutral clip in the same split for %d split/actor/view group(s) (%s); their samples use "
+                        "the first frame of their own clip as the neutral reference", len(lacking),
+                        ", ".join("/".join(g) for g in lacking))
 
     def __len__(self) -> int:
         return int(self._c_start[-1])
@@ -278,16 +287,20 @@ class ShardDataset(Dataset):
                 raise ShardError(f"{self.dir / self._shard_names[shard[j]]}: {k}.npy holds NaN or inf near row {pos[j]} "
                                  f"({int(rows.sum())} sample(s) of this batch); re-run `meadkit shard` (or check the prepared clip)")
 
-    def __getitems__(self, indices) -> dict:
-        """A whole batch as a dict of stacked tensors: what DataLoader calls (use `make_loader`, or a
-        DataLoader with `collate_fn=collate_batch`). Under `make_loader`'s workers the batch is written
+    def batch(self, indices) -> dict[str, torch.Tensor]:
+        """The samples `indices` as one dict of stacked tensors (batch first), gathered in one pass."""
+        return self._gather(indices)
+
+    def __getitems__(self, indices):
+        """A whole batch, what DataLoader calls: a `GatheredBatch` (a list of samples to torch's default collate,
+        the stacked tensors themselves to `collate_batch`). Under `make_loader`'s workers the batch is written
         to a reusable shared slot and only its number travels (the loader hands out views of it)."""
         info = get_worker_info()
         if info is None:
-            return self._gather(indices)
+            return GatheredBatch(self._gather(indices))
         k = self._ring.claim(info.id) if self._ring is not None and len(indices) <= self._ring_batch else None
         if k is None:
-            return self._gather(indices, shared=True)
+            return GatheredBatch(self._gather(indices, shared=True))
         self._gather(indices, flat=self._ring.slot(k))
         return {"_ring_slot": k, "_n": len(indices)}
 
@@ -318,8 +331,31 @@ def balanced_sampler(dataset: ShardDataset, seed: int = 0, num_samples: Optional
                                  generator=torch.Generator().manual_seed(seed))
 
 
+class GatheredBatch(Sequence):
+    """A batch gathered whole (`stacked`: batch-first tensors) that reads as a list of per-sample dicts, made on
+    demand, so that `DataLoader(ds, batch_size=...)` with torch's default collate gives the same batches as
+    `make_loader`; `collate_batch` takes `stacked` as it is (no second stacking)."""
+
+    def __init__(self, stacked: dict[str, torch.Tensor]):
+        self.stacked = stacked
+        self._n = len(next(iter(stacked.values())))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return {k: v[i] for k, v in self.stacked.items()}
+
+
 def collate_batch(batch):
-    """Pass through a batch already stacked by `__getitems__`; collate a list of samples otherwise."""
+    """A batch gathered by `__getitems__` as its stacked tensors (or a ring slot's note, as it is); a list of
+    samples collated by torch's default collate."""
+    if isinstance(batch, GatheredBatch):
+        return batch.stacked
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 

@@ -31,7 +31,7 @@ from meadkit.lock import OutputLock
 from meadkit.manifest import write_table
 from meadkit.records import LABEL_NAMES, ClipRow, RecordingRow, StatusRow, SyncRow, TakeRecord
 from meadkit.runner import Executor
-from meadkit.splits import assign_splits
+from meadkit.splits import assign_splits, read_split_file
 from meadkit.take import STAGE_NAMES, TakeJob, TakeTask, check_stages, commit_record, crashed_record, load_records
 
 
@@ -185,6 +185,8 @@ def _prepare_locked(raw, out: Path, pipeline: Pipeline, executor: Executor, stag
     if not stages:
         return summary
     tasks = make_tasks(recordings, out, stages, **filters)
+    if pipeline.splits.method == "file":  # a split file that misses a take, or names one RAW lacks: before any work
+        read_split_file(pipeline.splits.file, [t.key.id for t in tasks], known=recordings.column("take_id").to_pylist())
     done = load_records(out)
     todo = [t for t in tasks if not _still_valid(done.get(t.key.id), config_hash, t.inputs)]
     summary.takes_total, summary.takes_run = len(tasks), len(todo)

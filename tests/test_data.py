@@ -36,7 +36,7 @@ def expected(prepared):
 def test_every_sample_equals_the_prepared_clip_outputs(shard_set, expected):
     ds = ShardDataset(shard_set)
     assert len(ds) == sum(r["n_frames"] for r, _ in expected.values())
-    batch = ds.__getitems__(list(range(len(ds))))
+    batch = ds.batch(list(range(len(ds))))
     seen = 0
     for c, clip in ds.clips.iterrows():
         row, exp = expected[(clip["take_id"], clip["view"])]
@@ -61,20 +61,23 @@ def test_every_sample_equals_the_prepared_clip_outputs(shard_set, expected):
         ds[len(ds)]
 
 
-def test_neutral_is_a_frame_of_the_same_actor_and_views_neutral_clip(shard_set, expected, caplog):
+def test_neutral_is_a_frame_of_a_neutral_clip_of_the_same_split_actor_and_view(shard_set, expected, caplog):
+    """Never of another split (a train sample showing a test take's face would leak it): M003's sad take is test
+    and its neutral train, W009's neutral is val and its angry train, W009/left_30 has no neutral at all."""
     with caplog.at_level(logging.WARNING, logger="meadkit.data"):
         ds = ShardDataset(shard_set, seed=3)
-    lacking = [r for r in caplog.records if "no neutral clip" in r.getMessage()]
-    assert len(lacking) == 1 and "W009/left_30" in lacking[0].getMessage()
-    neutral = {(r["actor"], r["view"]): e["frames"] for r, e in expected.values() if r["emotion"] == "neutral"}
-    batch = ds.__getitems__(list(range(len(ds))))
+    lacking = [r.getMessage() for r in caplog.records if "no neutral clip" in r.getMessage()]
+    assert len(lacking) == 1 and "3 split/actor/view group(s)" in lacking[0]
+    assert all(g in lacking[0] for g in ("test/M003/front", "train/W009/front", "train/W009/left_30"))
+    neutral = {(r["split"], r["actor"], r["view"]): e["frames"] for r, e in expected.values() if r["emotion"] == "neutral"}
+    batch = ds.batch(list(range(len(ds))))
     seen, picked = 0, set()
     for _, clip in ds.clips.iterrows():
         row, exp = expected[(clip["take_id"], clip["view"])]
         for f in range(row["n_frames"]):
             got = batch["neutral"][seen + f].numpy()
-            pool = neutral.get((row["actor"], row["view"]))
-            if pool is None:  # no neutral clip for this pair: the first frame of the sample's own clip
+            pool = neutral.get((row["split"], row["actor"], row["view"]))
+            if pool is None:  # no neutral clip in this group: the first frame of the sample's own clip
                 np.testing.assert_array_equal(got, exp["frames"][0])
             else:
                 k = [m for m in range(len(pool)) if np.array_equal(pool[m], got)]
@@ -82,8 +85,8 @@ def test_neutral_is_a_frame_of_the_same_actor_and_views_neutral_clip(shard_set, 
                 picked.add((row["actor"], row["view"], k[0]))
         seen += row["n_frames"]
     assert len(picked) > 10  # references are spread over the neutral clip, not one fixed frame
-    again = ShardDataset(shard_set, seed=3).__getitems__(list(range(len(ds))))["neutral"]
-    other = ShardDataset(shard_set, seed=4).__getitems__(list(range(len(ds))))["neutral"]
+    again = ShardDataset(shard_set, seed=3).batch(list(range(len(ds))))["neutral"]
+    other = ShardDataset(shard_set, seed=4).batch(list(range(len(ds))))["neutral"]
     assert torch.equal(again, batch["neutral"]) and not torch.equal(other, batch["neutral"])
 
 
@@ -118,7 +121,7 @@ def _all_batches(loader) -> dict[str, torch.Tensor]:
 
 def test_dataloader_with_two_workers_matches_in_process_reads(shard_set):
     ds = ShardDataset(shard_set, seed=1)
-    ref = ds.__getitems__(list(range(len(ds))))
+    ref = ds.batch(list(range(len(ds))))
     got = _all_batches(make_loader(ds, batch_size=16, shuffle=False, num_workers=2))
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
@@ -128,9 +131,24 @@ def test_dataloader_with_two_workers_matches_in_process_reads(shard_set):
     assert torch.equal(torch.sort(first).values, torch.sort(ref["mfcc"][:, 15, 0]).values)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_plain_torch_dataloader_gives_make_loaders_batches(shard_set, workers):
+    """`DataLoader(ds, batch_size=B, shuffle=True, num_workers=N)` with torch's default collate: the same batches
+    (keys, dtypes, values, order) as `make_loader` drawn from the same seed."""
+    ds = ShardDataset(shard_set, seed=1)
+    plain = list(DataLoader(ds, batch_size=16, shuffle=True, num_workers=workers,
+                            generator=torch.Generator().manual_seed(5)))
+    fast = list(make_loader(ds, batch_size=16, shuffle=True, num_workers=workers, seed=5))
+    assert len(plain) == len(fast) == -(-len(ds) // 16)
+    for a, b in zip(plain, fast):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
 def test_loader_batches_are_private_copies_across_abandoned_and_repeated_epochs(shard_set):
     ds = ShardDataset(shard_set, seed=2)
-    ref = ds.__getitems__(list(range(len(ds))))
+    ref = ds.batch(list(range(len(ds))))
     dl = make_loader(ds, batch_size=8, shuffle=False, num_workers=2)  # 21 batches through 3 slots per worker
     it = iter(dl)
     next(it), next(it)
@@ -153,7 +171,7 @@ def test_loader_batches_are_private_copies_across_abandoned_and_repeated_epochs(
 @pytest.mark.slow
 def test_dataloader_with_spawned_workers(shard_set):
     ds = ShardDataset(shard_set)
-    ref = ds.__getitems__(list(range(len(ds))))
+    ref = ds.batch(list(range(len(ds))))
     got = _all_batches(make_loader(ds, batch_size=32, shuffle=False, num_workers=2, multiprocessing_context="spawn"))
     for k in ref:
         assert torch.equal(got[k], ref[k]), k
@@ -191,7 +209,7 @@ def test_the_mfcc_width_comes_from_the_shard_set(shard_set, tmp_path):
     narrow = ShardDataset(_rewritten(shard_set, tmp_path / "narrow", lambda a: a[:, :12]), verify="none")
     assert ds.mfcc_shape == (30, 28) and narrow.mfcc_shape == (30, 12)
     idx = [0, 7, len(ds) - 1]
-    wide, got = ds.__getitems__(idx)["mfcc"], narrow.__getitems__(idx)["mfcc"]
+    wide, got = ds.batch(idx)["mfcc"], narrow.batch(idx)["mfcc"]
     assert got.shape == (3, 30, 12) and torch.equal(got, wide[..., :12])
     assert narrow[5]["mfcc"].shape == (30, 12)
 

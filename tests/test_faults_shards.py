@@ -36,7 +36,7 @@ def _snapshot(d: Path) -> dict[str, bytes]:
 
 def _all_samples(d: Path) -> dict[str, np.ndarray]:
     ds = ShardDataset(d)
-    return {k: v.numpy() for k, v in ds.__getitems__(list(range(len(ds)))).items()}
+    return {k: v.numpy() for k, v in ds.batch(list(range(len(ds)))).items()}
 
 
 @pytest.fixture

@@ -60,9 +60,9 @@ def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04) -> to
 
 
 def gather(data, indices: list[int]) -> dict[str, torch.Tensor]:
-    """Samples `indices` of a dataset as a dict of stacked tensors (one `__getitems__` call when offered)."""
-    if hasattr(data, "__getitems__"):
-        return data.__getitems__(indices)
+    """Samples `indices` of a dataset as a dict of stacked tensors (one `ShardDataset.batch` call when offered)."""
+    if hasattr(data, "batch"):
+        return data.batch(indices)
     samples = [data[i] for i in indices]
     return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0]}
 

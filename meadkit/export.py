@@ -1,0 +1,194 @@
+"""A prepared OUT as WebDataset tar shards: one sample per clip (take x view), streamable by any WebDataset reader.
+
+A sample's members share its `__key__` (`<take_id>_<view>`): `mp4` the crop video as prepare wrote it, `npz` the
+clip's arrays (the faces arrays of `manifests/faces.md` and the take's `mfcc`/`padded`; no pickle), `json` its
+labels, split, frame rate, sync figures and provenance. Shards `DEST/mead-%06d.tar` hold one split each (so a
+trainer points at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard is written
+under a temporary name and renamed when complete; a rerun keeps the complete ones and writes the rest (the
+assignment of samples to shards is a pure function of the selection and the bounds). `DEST/index.parquet` lists
+every sample's shard.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from meadkit.atomic import atomic_path
+from meadkit.manifest import write_table
+from meadkit.select import load_clips, select
+from meadkit.splits import SPLITS
+
+FORMAT = "meadkit-webdataset-1"
+SHARD_PATTERN = "mead-{:06d}.tar"
+_TAR_BLOCK = 512
+_TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
+_JSON_MAX = 4096
+#: Clip columns carried into each sample's json.
+JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split", "fps_num", "fps_den",
+                "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames", "found_ratio",
+                "mean_score", "jitter", "face_backend", "crop_size", "mfcc_recipe", "config_hash", "source")
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made (reason in the message): a destination holding other data, no clips."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Bounds of a shard: at most `shard_bytes` bytes (one oversized sample alone excepted) and `shard_samples`
+    samples."""
+
+    shard_bytes: int = 1_000_000_000
+    shard_samples: int = 10_000
+
+
+@dataclass
+class ExportSummary:
+    samples: int = 0
+    shards_written: int = 0
+    shards_kept: int = 0
+    bytes: int = 0
+    splits: dict = field(default_factory=dict)
+
+
+def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = ExportConfig(),
+                      overwrite: bool = False, **filters) -> ExportSummary:
+    """Write OUT's finished clips (status ok, after structured `filters`) as WebDataset shards under DEST."""
+    out, dest = Path(out), Path(dest)
+    clips = _finished_clips(out, filters)
+    plan = plan_shards(clips, lambda row: _sample_bytes_at_most(out, row), config)
+    selection = {"format": FORMAT, "source": str(out.resolve()), "keys": list(plan["key"]),
+                 "shard_bytes": config.shard_bytes, "shard_samples": config.shard_samples}
+    _claim(dest, selection, overwrite)
+    summary = ExportSummary(samples=len(plan))
+    for shard, rows in plan.groupby("shard", sort=True).groups.items():  # plan rows are clips rows, in order
+        path = dest / SHARD_PATTERN.format(int(shard))
+        if path.exists():
+            summary.shards_kept += 1
+        else:
+            with atomic_path(path) as tmp:
+                _write_tar(tmp, (_sample(out, row) for row in clips.loc[rows].itertuples(index=False)))
+            summary.shards_written += 1
+        summary.bytes += path.stat().st_size
+    _write_index(dest, plan, selection)
+    summary.splits = plan.groupby("split")["shard"].nunique().to_dict()
+    return summary
+
+
+def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
+    clips = select(load_clips(out), status=["ok"], **filters)
+    clips = clips[clips["crop_video"].notna() & clips["faces_npz"].notna() & clips["mfcc_npz"].notna()]
+    if clips.empty:
+        raise ExportError(f"{out}: no finished clip (status ok, with crop video, faces and MFCC) to export")
+    order = {s: i for i, s in enumerate(SPLITS)}
+    clips = clips.assign(_s=clips["split"].map(order).fillna(len(SPLITS)))
+    return clips.sort_values(["_s", "take_id", "view"]).drop(columns="_s").reset_index(drop=True)
+
+
+def plan_shards(clips: pd.DataFrame, size_of, config: ExportConfig) -> pd.DataFrame:
+    """Each clip's sample key, split and shard number: shards in order, one split each, a new one when the next
+    sample would pass `shard_bytes` (its tar bytes at most `size_of(row)`; a tar's end blocks counted) or
+    `shard_samples`."""
+    budget = config.shard_bytes - _TAR_END
+    shard, used, count, last_split, shards = -1, 0, 0, object(), []
+    for row in clips.itertuples(index=False):
+        size = size_of(row)
+        if row.split != last_split or count == config.shard_samples or (count and used + size > budget):
+            shard, used, count, last_split = shard + 1, 0, 0, row.split
+        used, count = used + size, count + 1
+        shards.append(shard)
+    return pd.DataFrame({"key": [f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])],
+                         "shard": shards, "split": clips["split"].astype("string"),
+                         "take_id": clips["take_id"], "view": clips["view"]})
+
+
+def _member_bytes(n: int) -> int:
+    return _TAR_BLOCK + -(-n // _TAR_BLOCK) * _TAR_BLOCK
+
+
+def _sample_bytes_at_most(out: Path, row) -> int:
+    """An upper bound of a clip's sample in a tar, from its files' sizes (the sample's npz holds the arrays of the
+    faces and MFCC files in one archive, so it is no larger than both; its json is under `_JSON_MAX`)."""
+    arrays = (out / row.faces_npz).stat().st_size + (out / row.mfcc_npz).stat().st_size
+    return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX)
+
+
+def _members(out: Path, row) -> dict[str, bytes]:
+    """A clip's sample members by extension."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as merged:  # the arrays' .npy members copied as they are
+        for path in (out / row.faces_npz, out / row.mfcc_npz):
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    merged.writestr(info.filename, z.read(info))
+    meta = {c: _plain(getattr(row, c, None)) for c in JSON_COLUMNS} | {"crop_video": row.crop_video}
+    text = json.dumps(meta, sort_keys=True).encode()
+    if len(text) > _JSON_MAX:
+        raise ExportError(f"{row.take_id}/{row.view}: its json is {len(text)} bytes (> {_JSON_MAX})")
+    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text}
+
+
+def _sample(out: Path, row) -> tuple[str, dict[str, bytes]]:
+    return f"{row.take_id}_{row.view}", _members(out, row)
+
+
+def _plain(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _write_tar(path: Path, samples: Iterator[tuple[str, dict[str, bytes]]]) -> None:
+    """A tar of the samples' members, `<key>.<ext>` each, with fixed metadata (the same input, the same bytes)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in samples:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mode, info.mtime = len(data), 0o444, 0
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _claim(dest: Path, selection: dict, overwrite: bool) -> None:
+    """Make DEST ours: new, or an export of this same selection (resumed); refuse anything else unless
+    `overwrite` (which removes a previous export's shards, never other files)."""
+    state = dest / "export.json"
+    if dest.exists() and any(dest.iterdir()):
+        ours = state.exists() and json.loads(state.read_text()).get("format") == FORMAT
+        if not ours and not overwrite:
+            raise ExportError(f"{dest} exists and holds other data; choose an empty folder or pass --overwrite")
+        if ours and json.loads(state.read_text()) == selection:
+            return
+        if not overwrite:
+            raise ExportError(f"{dest} holds an export of another selection; pass --overwrite to replace it")
+        for p in list(dest.glob("mead-*.tar")) + [dest / "index.parquet", dest / "meta.json", state]:
+            p.unlink(missing_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(state) as tmp:
+        tmp.write_text(json.dumps(selection))
+
+
+def _write_index(dest: Path, plan: pd.DataFrame, selection: dict) -> None:
+    """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split)."""
+    names = plan["shard"].map(lambda k: SHARD_PATTERN.format(int(k)))
+    index = plan.assign(shard=names)
+    write_table(pa.Table.from_pandas(index, preserve_index=False), dest / "index.parquet")
+    splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
+    meta = {"format": FORMAT, "source": selection["source"], "samples": len(index), "splits": splits,
+            "members": ["mp4", "npz", "json"]}
+    with atomic_path(dest / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+
+
+def split_urls(dest: Path | str, split: str) -> list[str]:
+    """The shard paths of one split of an export, for `webdataset.WebDataset(urls)`."""
+    meta = json.loads((Path(dest) / "meta.json").read_text())
+    return [str(Path(dest) / name) for name in meta["splits"].get(split, [])]

@@ -1,0 +1,90 @@
+"""The WebDataset export, read back with the real `webdataset` library and checked against the prepared files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from meadkit.export import ExportConfig, ExportError, export_webdataset, split_urls
+from meadkit.manifest import read_table
+
+
+def _ok_clips(out):
+    clips = read_table(out / "manifests" / "clips.parquet")
+    return clips[clips.status == "ok"].set_index(clips[clips.status == "ok"].take_id + "_" + clips[clips.status == "ok"].view)
+
+
+def _read(urls, **kw) -> dict:
+    return {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False, **kw).decode()}
+
+
+def test_every_sample_equals_the_prepared_files_and_each_shard_holds_one_split(prepared, tmp_path):
+    out, _ = prepared
+    clips = _ok_clips(out)
+    dest = tmp_path / "wds"
+    summary = export_webdataset(out, dest, ExportConfig(shard_samples=2))
+    meta = json.loads((dest / "meta.json").read_text())
+    assert summary.samples == meta["samples"] == len(clips)
+    seen = {}
+    for split, names in meta["splits"].items():
+        got = _read(split_urls(dest, split))
+        assert {s["json"]["split"] for s in got.values()} == {split} and all(len(_read([str(dest / n)])) <= 2 for n in names)
+        seen |= got
+    assert set(seen) == set(clips.index)
+    for key, s in seen.items():
+        row = clips.loc[key]
+        assert s["mp4"] == (out / row.crop_video).read_bytes()
+        with np.load(out / row.faces_npz) as faces, np.load(out / row.mfcc_npz) as mfcc:
+            want = dict(faces) | {"mfcc": mfcc["mfcc"], "padded": mfcc["padded"]}
+        assert set(s["npz"]) == set(want)
+        for name, array in want.items():
+            assert s["npz"][name].dtype == array.dtype and np.array_equal(s["npz"][name], array, equal_nan=True), name
+        labels = {c: s["json"][c] for c in ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split",
+                                             "n_frames", "fps_num", "fps_den") if c in row.index}  # the fake has no fps
+        assert labels == {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in labels}
+    index = read_table(dest / "index.parquet")
+    assert sorted(index.key) == sorted(clips.index) and set(index.shard) == {n for v in meta["splits"].values() for n in v}
+
+
+def test_split_by_node_and_worker_give_every_sample_once(prepared, tmp_path):
+    out, _ = prepared
+    dest = tmp_path / "wds"
+    export_webdataset(out, dest, ExportConfig(shard_samples=1))
+    urls = sorted(str(p) for p in dest.glob("mead-*.tar"))
+    pipeline = (wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
+                .decode().to_tuple("__key__"))
+    keys = [k for (k,) in torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)]
+    assert sorted(keys) == sorted(_ok_clips(out).index)
+
+
+def test_shards_are_bounded_and_a_rerun_keeps_finished_ones_byte_for_byte(prepared, tmp_path):
+    out, _ = prepared
+    dest = tmp_path / "wds"
+    sizes = [sum((out / p).stat().st_size for p in files) for files in _ok_clips(out)[["crop_video", "faces_npz", "mfcc_npz"]].values]
+    bound = int(2.5 * max(sizes)) + 20 * 512  # about two samples a shard
+    first = export_webdataset(out, dest, ExportConfig(shard_bytes=bound))
+    shards = sorted(dest.glob("mead-*.tar"))
+    assert first.shards_written == len(shards) > 2 and all(p.stat().st_size <= bound for p in shards)
+    before = {p.name: p.read_bytes() for p in shards}
+    shards[1].unlink()  # as if the run had been killed while writing it
+    again = export_webdataset(out, dest, ExportConfig(shard_bytes=bound))
+    assert (again.shards_kept, again.shards_written) == (len(shards) - 1, 1)
+    assert {p.name: p.read_bytes() for p in sorted(dest.glob("mead-*.tar"))} == before
+
+
+def test_a_destination_holding_other_data_is_refused_unless_overwritten(prepared, tmp_path):
+    out, _ = prepared
+    dest = tmp_path / "wds"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="holds other data"):
+        export_webdataset(out, dest)
+    export_webdataset(out, dest, overwrite=True)
+    assert (dest / "notes.txt").read_text() == "mine"  # --overwrite replaces an export, never other files
+    with pytest.raises(ExportError, match="another selection"):
+        export_webdataset(out, dest, ExportConfig(shard_samples=1))
+    with pytest.raises(ExportError, match="no finished clip"):
+        export_webdataset(out, tmp_path / "none", actor=["M099"])
