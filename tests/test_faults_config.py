@@ -286,6 +286,7 @@ def test_every_command_refuses_a_bad_input_without_a_traceback(prepared, raw, bl
         "prepare": ["prepare", raw, "-o", tmp_path / "o", "--set", "faces.crop_size=abc"],
         "select": ["select", out, "--emotion", "joyful"],
         "shard": ["shard", out, "--size", "0", "-o", tmp_path / "o"],
+        "export": ["export", out, "--shard-bytes", "lots", "-o", tmp_path / "o"],
         "train": ["train", tmp_path, "-o", tmp_path / "o", "--set", "train.size=abc"],
         "evaluate": ["evaluate", run_dir, tmp_path],
         "generate": ["generate", run_dir, "--image", image, "--audio", audio, "--emotion", "happy", "-o", tmp_path / "g.mp4", "--size", "-8"],
