@@ -7,6 +7,10 @@ trainer points at one split's list in `DEST/meta.json`) and are bounded by bytes
 under a temporary name and renamed when complete; a rerun keeps the complete ones and writes the rest (the
 assignment of samples to shards is a pure function of the selection and the bounds). `DEST/index.parquet` lists
 every sample's shard.
+
+`export_hf` writes the same clips as a Hugging Face `datasets` Parquet dataset: `DEST/data/<split>.parquet`,
+one row per clip with its labels, split, sync figures, the crop video's bytes (`video`) and the per-frame
+arrays as list columns (`HF_ARRAYS`), loadable with `datasets.load_dataset("parquet", data_files=...)`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ from meadkit.select import load_clips, select
 from meadkit.splits import SPLITS
 
 FORMAT = "meadkit-webdataset-1"
+HF_FORMAT = "meadkit-hf-parquet-1"
+#: Per-frame arrays of a clip carried as list columns of the HF rows (from .faces.npz, then mfcc.npz).
+HF_ARRAYS = ("landmarks_src", "landmarks_crop", "valid", "score", "transform", "mfcc", "padded")
 SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
 _TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
@@ -162,14 +169,15 @@ def _claim(dest: Path, selection: dict, overwrite: bool) -> None:
     `overwrite` (which removes a previous export's shards, never other files)."""
     state = dest / "export.json"
     if dest.exists() and any(dest.iterdir()):
-        ours = state.exists() and json.loads(state.read_text()).get("format") == FORMAT
+        ours = state.exists() and json.loads(state.read_text()).get("format") in (FORMAT, HF_FORMAT)
         if not ours and not overwrite:
             raise ExportError(f"{dest} exists and holds other data; choose an empty folder or pass --overwrite")
         if ours and json.loads(state.read_text()) == selection:
             return
         if not overwrite:
             raise ExportError(f"{dest} holds an export of another selection; pass --overwrite to replace it")
-        for p in list(dest.glob("mead-*.tar")) + [dest / "index.parquet", dest / "meta.json", state]:
+        for p in list(dest.glob("mead-*.tar")) + list(dest.glob("data/*.parquet")) + [dest / "index.parquet",
+                                                                                        dest / "meta.json", state]:
             p.unlink(missing_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(state) as tmp:
@@ -192,3 +200,54 @@ def split_urls(dest: Path | str, split: str) -> list[str]:
     """The shard paths of one split of an export, for `webdataset.WebDataset(urls)`."""
     meta = json.loads((Path(dest) / "meta.json").read_text())
     return [str(Path(dest) / name) for name in meta["splits"].get(split, [])]
+
+
+def export_hf(out: Path | str, dest: Path | str, overwrite: bool = False, **filters) -> ExportSummary:
+    """Write OUT's finished clips as a Parquet dataset for Hugging Face `datasets`, one file per split."""
+    out, dest = Path(out), Path(dest)
+    clips = _finished_clips(out, filters)
+    selection = {"format": HF_FORMAT, "source": str(out.resolve()),
+                 "keys": [f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])]}
+    _claim(dest, selection, overwrite)
+    summary = ExportSummary(samples=len(clips))
+    files = {}
+    for split, rows in clips.groupby("split", sort=False):
+        path = dest / "data" / f"{split}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        write_table(_hf_table(out, rows), path)
+        files[str(split)] = [str(path.relative_to(dest))]
+        summary.bytes += path.stat().st_size
+    summary.shards_written, summary.splits = len(files), {s: 1 for s in files}
+    meta = {"format": HF_FORMAT, "source": selection["source"], "samples": len(clips), "splits": files}
+    with atomic_path(dest / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return summary
+
+
+def _hf_table(out: Path, clips: pd.DataFrame) -> pa.Table:
+    """One row per clip: its json columns, `key`, the crop video's bytes and each `HF_ARRAYS` array as a list
+    (over frames) of fixed-size lists."""
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in HF_ARRAYS}
+    videos = []
+    for row in clips.itertuples(index=False):
+        with np.load(out / row.faces_npz, allow_pickle=False) as faces, np.load(out / row.mfcc_npz, allow_pickle=False) as mfcc:
+            for name in HF_ARRAYS:
+                arrays[name].append((faces if name in faces.files else mfcc)[name])
+        videos.append((out / row.crop_video).read_bytes())
+    labels = clips[[c for c in JSON_COLUMNS if c in clips.columns]].reset_index(drop=True)
+    columns = dict(zip(labels.columns, pa.Table.from_pandas(labels, preserve_index=False).columns))  # manifest types
+    columns["key"] = pa.array([f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])])
+    columns["video"] = pa.array(videos, pa.binary())
+    for name, per_clip in arrays.items():
+        columns[name] = _frames_list(per_clip)
+    return pa.table(columns).replace_schema_metadata(None)
+
+
+def _frames_list(per_clip: list[np.ndarray]) -> pa.Array:
+    """Arrays of shape (T_i, *shape), one per clip, as a list array of T_i fixed-size (nested) lists each."""
+    stacked = np.concatenate(per_clip)
+    values = pa.array(stacked.reshape(-1))
+    for size in reversed(stacked.shape[1:]):
+        values = pa.FixedSizeListArray.from_arrays(values, size)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in per_clip])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)

@@ -88,3 +88,34 @@ def test_a_destination_holding_other_data_is_refused_unless_overwritten(prepared
         export_webdataset(out, dest, ExportConfig(shard_samples=1))
     with pytest.raises(ExportError, match="no finished clip"):
         export_webdataset(out, tmp_path / "none", actor=["M099"])
+
+
+def test_the_hf_export_loads_with_datasets_and_equals_the_prepared_files(prepared, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from meadkit.cli import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    out, _ = prepared
+    clips = _ok_clips(out)
+    dest = tmp_path / "hf"
+    said = CliRunner().invoke(main, ["export", str(out), "--format", "hf", "-o", str(dest)])
+    assert said.exit_code == 0, said.output
+    meta = json.loads((dest / "meta.json").read_text())
+    assert set(meta["splits"]) == set(clips.split)
+    loaded = datasets.load_dataset("parquet", data_files={s: [str(dest / p) for p in ps] for s, ps in meta["splits"].items()},
+                                   cache_dir=str(tmp_path / "cache"))
+    assert sum(len(loaded[s]) for s in loaded) == len(clips)
+    for split in loaded:
+        for r in loaded[split]:
+            row = clips.loc[r["key"]]
+            assert r["split"] == split == row.split and (r["take_id"], r["view"], r["level"]) == (row.take_id, row.view, row.level)
+            assert r["video"] == (out / row.crop_video).read_bytes()
+            with np.load(out / row.faces_npz) as faces, np.load(out / row.mfcc_npz) as mfcc:
+                for name in ("landmarks_src", "landmarks_crop", "valid", "score", "transform"):
+                    assert np.array_equal(np.asarray(r[name], faces[name].dtype), faces[name], equal_nan=True), name
+                assert np.array_equal(np.asarray(r["mfcc"], np.float32), mfcc["mfcc"])
+                assert np.array_equal(np.asarray(r["padded"]), mfcc["padded"])

@@ -1,4 +1,4 @@
-"""`meadkit export OUT --format webdataset -o DEST [filters] [--shard-bytes 1GB] [--shard-samples N]`."""
+"""`meadkit export OUT --format webdataset|hf -o DEST [filters] [--shard-bytes 1GB] [--shard-samples N]`."""
 from __future__ import annotations
 
 import click
@@ -8,8 +8,9 @@ from meadkit.commands.options import filter_options, filters_from
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "format_", type=click.Choice(["webdataset"]), default="webdataset", show_default=True,
-              help="webdataset: tar shards of (mp4, npz, json) samples, one per clip.")
+@click.option("--format", "format_", type=click.Choice(["webdataset", "hf"]), default="webdataset", show_default=True,
+              help="webdataset: tar shards of (mp4, npz, json) samples, one per clip; hf: a Parquet dataset for "
+                   "Hugging Face `datasets`, DEST/data/<split>.parquet, one row per clip.")
 @filter_options
 @click.option("--split", "split_", metavar="LIST", multiple=True, help="Keep only these splits: train,val,test (comma separated or repeated).")
 @click.option("--shard-bytes", default="1GB", show_default=True, help="Upper bound of one shard's size (e.g. 500MB, 2GiB).")
@@ -23,16 +24,23 @@ def command(out, format_, shard_bytes, shard_samples, dest, overwrite, **kw):
     sync figures and provenance (json). DEST/meta.json lists each split's shards, DEST/index.parquet each sample's.
     Shards appear under their names only when complete; a rerun keeps them and writes the rest.
 
+    Hugging Face (--format hf): DEST/data/<split>.parquet, one row per clip with its labels, split, sync figures,
+    the crop video's bytes (`video`) and the per-frame arrays as list columns (landmarks, valid, score,
+    transform, mfcc, padded); load with datasets.load_dataset("parquet", data_files={"train": "DEST/data/train.parquet"}).
+
     Example: meadkit export prepared -o wds; then webdataset.WebDataset(meadkit.export.split_urls("wds", "train")).decode()
     """
-    from meadkit.export import ExportConfig, ExportError, export_webdataset
+    from meadkit.export import ExportConfig, ExportError, export_hf, export_webdataset
     from meadkit.select import SelectError
     from meadkit.shards import parse_bytes
 
     filters = filters_from(kw)
     try:
         config = ExportConfig(shard_bytes=parse_bytes(shard_bytes), shard_samples=shard_samples)
-        summary = export_webdataset(out, dest, config, overwrite=overwrite, **filters)
+        if format_ == "hf":
+            summary = export_hf(out, dest, overwrite=overwrite, **filters)
+        else:
+            summary = export_webdataset(out, dest, config, overwrite=overwrite, **filters)
     except (SelectError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     except ExportError as e:
