@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from meadkit.atomic import atomic_path
 from meadkit.manifest import write_table
@@ -35,6 +36,7 @@ FORMAT = "meadkit-webdataset-1"
 HF_FORMAT = "meadkit-hf-parquet-1"
 #: Per-frame arrays of a clip carried as list columns of the HF rows (from .faces.npz, then mfcc.npz).
 HF_ARRAYS = ("landmarks_src", "landmarks_crop", "valid", "score", "transform", "mfcc", "padded")
+HF_ROW_GROUP = 256  # clips per Parquet row group
 SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
 _TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
@@ -83,7 +85,7 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
             summary.shards_kept += 1
         else:
             with atomic_path(path) as tmp:
-                _write_tar(tmp, (_sample(out, row) for row in clips.loc[rows].itertuples(index=False)))
+                _write_tar(tmp, zip(plan.loc[rows, "key"], (_members(out, row) for row in clips.loc[rows].itertuples(index=False))))
             summary.shards_written += 1
         summary.bytes += path.stat().st_size
     _write_index(dest, plan, selection)
@@ -113,9 +115,14 @@ def plan_shards(clips: pd.DataFrame, size_of, config: ExportConfig) -> pd.DataFr
             shard, used, count, last_split = shard + 1, 0, 0, row.split
         used, count = used + size, count + 1
         shards.append(shard)
-    return pd.DataFrame({"key": [f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])],
+    return pd.DataFrame({"key": _keys(clips),
                          "shard": shards, "split": clips["split"].astype("string"),
                          "take_id": clips["take_id"], "view": clips["view"]})
+
+
+def _keys(clips: pd.DataFrame) -> list[str]:
+    """Each clip's sample key, `<take_id>_<view>`."""
+    return [f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])]
 
 
 def _member_bytes(n: int) -> int:
@@ -144,10 +151,6 @@ def _members(out: Path, row) -> dict[str, bytes]:
     return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text}
 
 
-def _sample(out: Path, row) -> tuple[str, dict[str, bytes]]:
-    return f"{row.take_id}_{row.view}", _members(out, row)
-
-
 def _plain(v):
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return None
@@ -169,10 +172,11 @@ def _claim(dest: Path, selection: dict, overwrite: bool) -> None:
     `overwrite` (which removes a previous export's shards, never other files)."""
     state = dest / "export.json"
     if dest.exists() and any(dest.iterdir()):
-        ours = state.exists() and json.loads(state.read_text()).get("format") in (FORMAT, HF_FORMAT)
+        before = json.loads(state.read_text()) if state.exists() else {}
+        ours = before.get("format") in (FORMAT, HF_FORMAT)
         if not ours and not overwrite:
             raise ExportError(f"{dest} exists and holds other data; choose an empty folder or pass --overwrite")
-        if ours and json.loads(state.read_text()) == selection:
+        if before == selection:
             return
         if not overwrite:
             raise ExportError(f"{dest} holds an export of another selection; pass --overwrite to replace it")
@@ -190,8 +194,12 @@ def _write_index(dest: Path, plan: pd.DataFrame, selection: dict) -> None:
     index = plan.assign(shard=names)
     write_table(pa.Table.from_pandas(index, preserve_index=False), dest / "index.parquet")
     splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
-    meta = {"format": FORMAT, "source": selection["source"], "samples": len(index), "splits": splits,
-            "members": ["mp4", "npz", "json"]}
+    _write_meta(dest, selection, len(index), splits, members=["mp4", "npz", "json"])
+
+
+def _write_meta(dest: Path, selection: dict, samples: int, splits: dict[str, list[str]], **more) -> None:
+    """DEST/meta.json: the export's format, source, sample count and each split's files."""
+    meta = {"format": selection["format"], "source": selection["source"], "samples": samples, "splits": splits} | more
     with atomic_path(dest / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1))
 
@@ -206,27 +214,36 @@ def export_hf(out: Path | str, dest: Path | str, overwrite: bool = False, **filt
     """Write OUT's finished clips as a Parquet dataset for Hugging Face `datasets`, one file per split."""
     out, dest = Path(out), Path(dest)
     clips = _finished_clips(out, filters)
-    selection = {"format": HF_FORMAT, "source": str(out.resolve()),
-                 "keys": [f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])]}
+    selection = {"format": HF_FORMAT, "source": str(out.resolve()), "keys": _keys(clips)}
     _claim(dest, selection, overwrite)
     summary = ExportSummary(samples=len(clips))
     files = {}
     for split, rows in clips.groupby("split", sort=False):
         path = dest / "data" / f"{split}.parquet"
         path.parent.mkdir(exist_ok=True)
-        write_table(_hf_table(out, rows), path)
+        with atomic_path(path) as tmp:  # row groups of HF_ROW_GROUP clips: memory stays bounded by one group
+            writer, labels = None, _labels(rows).schema  # one schema for every group, also where one lacks values
+            for start in range(0, len(rows), HF_ROW_GROUP):
+                table = _hf_table(out, rows.iloc[start:start + HF_ROW_GROUP], labels)
+                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+            writer.close()
         files[str(split)] = [str(path.relative_to(dest))]
         summary.bytes += path.stat().st_size
     summary.shards_written, summary.splits = len(files), {s: 1 for s in files}
-    meta = {"format": HF_FORMAT, "source": selection["source"], "samples": len(clips), "splits": files}
-    with atomic_path(dest / "meta.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
+    _write_meta(dest, selection, len(clips), files)
     return summary
 
 
-def _hf_table(out: Path, clips: pd.DataFrame) -> pa.Table:
-    """One row per clip: its json columns, `key`, the crop video's bytes and each `HF_ARRAYS` array as a list
-    (over frames) of fixed-size lists."""
+def _labels(clips: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """The clips' json columns as a table, typed as the manifest types them (or by `schema`)."""
+    labels = clips[[c for c in JSON_COLUMNS if c in clips.columns]].reset_index(drop=True)
+    return pa.Table.from_pandas(labels, schema=schema, preserve_index=False).replace_schema_metadata(None)
+
+
+def _hf_table(out: Path, clips: pd.DataFrame, labels: pa.Schema) -> pa.Table:
+    """One row per clip: its json columns (typed by `labels`), `key`, the crop video's bytes and each `HF_ARRAYS`
+    array as a list (over frames) of fixed-size lists."""
     arrays: dict[str, list[np.ndarray]] = {name: [] for name in HF_ARRAYS}
     videos = []
     for row in clips.itertuples(index=False):
@@ -234,13 +251,13 @@ def _hf_table(out: Path, clips: pd.DataFrame) -> pa.Table:
             for name in HF_ARRAYS:
                 arrays[name].append((faces if name in faces.files else mfcc)[name])
         videos.append((out / row.crop_video).read_bytes())
-    labels = clips[[c for c in JSON_COLUMNS if c in clips.columns]].reset_index(drop=True)
-    columns = dict(zip(labels.columns, pa.Table.from_pandas(labels, preserve_index=False).columns))  # manifest types
-    columns["key"] = pa.array([f"{t}_{v}" for t, v in zip(clips["take_id"], clips["view"])])
+    table = _labels(clips, labels)
+    columns = dict(zip(table.column_names, table.columns))
+    columns["key"] = pa.array(_keys(clips))
     columns["video"] = pa.array(videos, pa.binary())
     for name, per_clip in arrays.items():
         columns[name] = _frames_list(per_clip)
-    return pa.table(columns).replace_schema_metadata(None)
+    return pa.table(columns)
 
 
 def _frames_list(per_clip: list[np.ndarray]) -> pa.Array:

@@ -118,14 +118,12 @@ def _run_features(s: TakeState) -> None:
 
 def _run_faces(s: TakeState) -> None:
     """The faces stage on each view cut to the window (a view that is not keeps its sync status and why)."""
-    from meadkit.index import source_of
-
     cdir = clip_dir(s.out, s.task.key)
     for view, row in s.usable.items():
         vs = s.window.views.get(view)
         if vs is None or vs.start_frame is None:
             continue
-        face, seconds = _timed(_faces, source_of(row.to_row()), vs, s.pipeline, cdir, view, s.out)
+        face, seconds = _timed(_faces, _source(row), vs, s.pipeline, cdir, view, s.out)
         s.times["faces"] += seconds
         s.outcomes[view]["faces"] = Outcome(face["face_status"], face["face_error"])
         s.clips[view].update(**{k: v for k, v in face.items() if k in _FACE_COLUMNS})
@@ -232,6 +230,13 @@ def crashed_record(task: TakeTask, config_hash: str, exc: BaseException) -> Take
     return TakeRecord(task.key.id, config_hash, task.inputs, list(task.stages), status, error, 0, [], clips, {})
 
 
+def _source(row: RecordingRow):
+    """Where a recording's bytes are (`meadkit.index.source_of` of its row)."""
+    from meadkit.index import source_of
+
+    return source_of(row.to_row())
+
+
 def _timed(fn, *args):
     t = time.perf_counter()
     result = fn(*args)
@@ -240,12 +245,11 @@ def _timed(fn, *args):
 
 def _reference_audio(reference: RecordingRow) -> tuple:
     """The take's reference audio (mono, native rate), decoded once for sync and features."""
-    from meadkit.index import source_of
     from meadkit.media.audio import load_audio
     from meadkit.media.probe import MediaError
 
     try:
-        return load_audio(source_of(reference.to_row()), mono=True)
+        return load_audio(_source(reference), mono=True)
     except MediaError as e:
         raise TakeError(f"reference audio unreadable: {e}") from None
 
@@ -255,7 +259,7 @@ def _sync(task: TakeTask, usable: dict[str, RecordingRow], audio: tuple, pipelin
     from meadkit.media.probe import Probe
     from meadkit.sync import sync_take
 
-    ref, rows = task.reference.to_row(), {v: r.to_row() for v, r in usable.items()}
+    ref, rows = task.reference.to_row(), {v: r.to_row() for v, r in usable.items()}  # one dict per row for both
     views = {v: (source_of(r), Probe.from_row(r)) for v, r in rows.items()}
     return sync_take(source_of(ref), Probe.from_row(ref), views, pipeline.sync, ref_audio=audio)
 

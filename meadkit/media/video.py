@@ -129,14 +129,14 @@ class VideoWriter:
             self._v.pix_fmt = "yuvj444p"
             self._v.bit_rate = mead_bit_rate(width, height, fps)
             self._v.options = {"g": "100000", "bf": "3", "profile": "high444", "preset": preset}
-            step = Fraction(1_000_000) / fps
+            step = Fraction(1_000_000) / fps  # a frame in microseconds
             self._tick = step if step.denominator == 1 else Fraction(1)
-            if step.denominator == 1:
-                self._v.time_base = Fraction(1, 1_000_000)
         else:
             self._v.pix_fmt = "yuvj420p" if pix_fmt == "yuvj420p" else "yuv420p"
             self._v.options = {"crf": str(crf), "preset": preset}
             self._tick = Fraction(1)
+        if self._tick != 1:
+            self._v.time_base = Fraction(1, 1_000_000)
         self._v.thread_count = threads
         self._pix_fmt = pix_fmt
         self._n = 0
