@@ -26,19 +26,21 @@ if TYPE_CHECKING:
     from meadkit.shards import ShardConfig
     from meadkit.splits import SplitConfig
     from meadkit.sync import SyncConfig
+    from meadkit.timebase import TimebaseConfig
 
 #: Stage name -> "module:ConfigClass" (imported when a pipeline is loaded: the stage modules import this one).
 #: Order is the data-flow order, that of Pipeline's fields.
 STAGES = {
     "index": "meadkit.index:IndexConfig",
     "sync": "meadkit.sync:SyncConfig",
+    "timebase": "meadkit.timebase:TimebaseConfig",
     "faces": "meadkit.faces:FacesConfig",
     "features": "meadkit.features:FeaturesConfig",
     "splits": "meadkit.splits:SplitConfig",
     "shards": "meadkit.shards:ShardConfig",
 }
 #: Stages whose settings change the per-take outputs (and so the resume hash).
-TAKE_STAGES = ("sync", "faces", "features")
+TAKE_STAGES = ("sync", "timebase", "faces", "features")
 #: The config files shipped inside the package (their values equal the dataclass defaults).
 PIPELINES_DIR = Path(__file__).with_name("pipelines")
 DEFAULT_PIPELINE = PIPELINES_DIR / "default.toml"
@@ -59,6 +61,7 @@ class Pipeline:
 
     index: IndexConfig
     sync: SyncConfig
+    timebase: TimebaseConfig
     faces: FacesConfig
     features: FeaturesConfig
     splits: SplitConfig
@@ -68,7 +71,7 @@ class Pipeline:
         return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in dataclasses.fields(self)}
 
     def take_hash(self) -> str:
-        """Hash of the settings that change per-take outputs (sync, faces, features)."""
+        """Hash of the settings that change per-take outputs (TAKE_STAGES)."""
         d = {k: v for k, v in self.as_dict().items() if k in TAKE_STAGES}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -24,6 +24,7 @@ from meadkit.records import (USABLE_AUDIO, USABLE_VIDEO, ClipRow, Outcome, Recor
 if TYPE_CHECKING:
     from meadkit.config import Pipeline
     from meadkit.sync import TakeSync
+    from meadkit.timebase import Grid
 
 #: What a take's state holds before any stage runs: its reference audio's row and its usable views' rows.
 TASK_INPUTS = ("reference", "usable")
@@ -58,6 +59,7 @@ class TakeState:
     outcomes: dict[str, dict[str, Outcome]]
     audio: Optional[tuple] = None
     window: Optional[TakeSync] = None
+    grid: Optional[Grid] = None
     sync: list[SyncRow] = field(default_factory=list)
     times: Counter = field(default_factory=Counter)
 
@@ -87,21 +89,31 @@ def _sync_blocked(s: TakeState) -> Optional[str]:
 
 
 def _no_window(s: TakeState) -> Optional[str]:
-    """Why the take has no synced window to cut (features and faces need one), or None."""
-    return None if s.window.n_frames else f"no common window: {s.window.error}"
+    """Why the take has no synced window with an output frame (features and faces need one), or None."""
+    if not s.window.n_frames:
+        return f"no common window: {s.window.error}"
+    short = s.grid.too_short()
+    return f"too_short: {short}" if short else None
 
 
 def _run_sync(s: TakeState) -> None:
-    """Offsets of the usable views on the reference audio and the take's window; a take without one fails."""
+    """Offsets of the usable views on the reference audio, the take's window and its output grid (the clips'
+    rate and frame count); a take without a window fails."""
     from meadkit.sync import sync_rows
+    from meadkit.timebase import output_grid
 
     s.audio = _reference_audio(s.task.reference)
     s.window, seconds = _timed(_sync, s.task, s.usable, s.audio, s.pipeline)
     s.times["sync"] += seconds
     s.sync = sync_rows(s.task.key, s.window)
+    if s.window.n_frames:
+        s.grid = output_grid(s.window.t0_s, s.window.n_frames, s.window.fps, s.pipeline.timebase)
     for row in s.sync:
         s.clips[row.view].update(offset_s=row.offset_s, sync_confidence=row.confidence, sync_method=row.method,
-                                 t0_s=row.t0_s, start_frame=row.start_frame, n_frames=row.n_frames)
+                                 t0_s=row.t0_s, start_frame=row.start_frame)
+        if row.n_frames is not None and s.grid is not None:
+            s.clips[row.view].update(n_frames=s.grid.n_frames, fps_num=s.grid.fps.numerator,
+                                     fps_den=s.grid.fps.denominator)
         s.outcomes[row.view]["sync"] = Outcome(row.status, row.error)
     why = _no_window(s)
     if why:
@@ -110,7 +122,7 @@ def _run_sync(s: TakeState) -> None:
 
 def _run_features(s: TakeState) -> None:
     """The take's MFCC, once, on its window; every clip of the take points at it."""
-    values, seconds = _timed(_features, s.audio, s.window, s.pipeline, clip_dir(s.out, s.task.key))
+    values, seconds = _timed(_features, s.audio, s.grid, s.pipeline, clip_dir(s.out, s.task.key))
     s.times["features"] += seconds
     for clip in s.clips.values():
         clip.update(**values)
@@ -123,7 +135,7 @@ def _run_faces(s: TakeState) -> None:
         vs = s.window.views.get(view)
         if vs is None or vs.start_frame is None:
             continue
-        face, seconds = _timed(_faces, _source(row), vs, s.pipeline, cdir, view, s.out)
+        face, seconds = _timed(_faces, _source(row), vs, s.grid, s.pipeline, cdir, view, s.out)
         s.times["faces"] += seconds
         s.outcomes[view]["faces"] = Outcome(face["face_status"], face["face_error"])
         s.clips[view].update(**{k: v for k, v in face.items() if k in _FACE_COLUMNS})
@@ -220,7 +232,7 @@ def _take_record(s: TakeState, config_hash: str, failure: Optional[str], seconds
     status, error = take_outcome(clips, failure)
     times = {k: round(v, 3) for k, v in s.times.items()} | {"total": round(seconds, 3)}
     return TakeRecord(s.task.key.id, config_hash, s.task.inputs, list(s.task.stages), status, error,
-                      0 if failure else int(s.window.n_frames), s.sync, clips, times)
+                      0 if failure else int(s.grid.n_frames), s.sync, clips, times)
 
 
 def crashed_record(task: TakeTask, config_hash: str, exc: BaseException) -> TakeRecord:
@@ -264,12 +276,12 @@ def _sync(task: TakeTask, usable: dict[str, RecordingRow], audio: tuple, pipelin
     return sync_take(source_of(ref), Probe.from_row(ref), views, pipeline.sync, ref_audio=audio)
 
 
-def _features(audio: tuple, take_sync: TakeSync, pipeline: Pipeline, cdir: Path) -> dict:
-    """Compute and write the take's mfcc.npz; its clip columns."""
+def _features(audio: tuple, grid: Grid, pipeline: Pipeline, cdir: Path) -> dict:
+    """Compute and write the take's mfcc.npz (a row per output frame); its clip columns."""
     from meadkit.features import compute_features, feature_row, save_features
 
     audio, sr = audio
-    result = compute_features(audio, sr, take_sync.t0_s, take_sync.n_frames, take_sync.fps, pipeline.features)
+    result = compute_features(audio, sr, grid.t0_s, grid.n_frames, grid.fps, pipeline.features)
     path = cdir / "mfcc.npz"
     save_features(result, path)
     row = feature_row(result)
@@ -279,13 +291,14 @@ def _features(audio: tuple, take_sync: TakeSync, pipeline: Pipeline, cdir: Path)
     }
 
 
-def _faces(source, view_sync, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:
-    """Run the faces stage on one view's window: `FaceResult.as_row` (face_status, face_error, quality), the crop
-    size and the output paths (null unless written)."""
+def _faces(source, view_sync, grid: Grid, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:
+    """Run the faces stage on one view's window, written on the take's grid: `FaceResult.as_row` (face_status,
+    face_error, quality), the crop size and the output paths (null unless written)."""
     from meadkit.faces import process_view
 
     video, arrays = cdir / f"{view}.mp4", cdir / f"{view}.faces.npz"
-    res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces)
+    res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces,
+                       out_fps=grid.fps)
     ok = res.status in ("ok", "partial")  # partial views keep their outputs; the status says why they are not ok
     return res.as_row() | {
         "crop_size": pipeline.faces.crop_size, "crop_video": str(video.relative_to(out)) if ok else None,

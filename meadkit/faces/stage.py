@@ -21,6 +21,7 @@ from meadkit.faces.smooth import TrackSmoother, jitter
 from meadkit.faces.track import Tracker
 from meadkit.media.probe import MediaError, Probe, probe
 from meadkit.media.video import VideoWriter, iter_frames, iter_planes
+from meadkit.timebase import Grid, TimebaseConfig, at_positions, output_grid
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,17 @@ def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
 
 
 def process_view(source: Source, start_frame: int, n_frames: int, video_out: Path | str,
-                 arrays_out: Path | str, config: FacesConfig = FacesConfig()) -> FaceResult:
+                 arrays_out: Path | str, config: FacesConfig = FacesConfig(),
+                 out_fps: Optional[Fraction] = None) -> FaceResult:
     """Track, smooth and align the face on frames [start_frame, start_frame + n_frames) of `source` in one
-    decode pass; write the crop video and `.faces.npz` atomically. Bad input gives a status; only a full or
-    read-only output disk raises (OSError)."""
+    decode pass; write the crop video and `.faces.npz` atomically, at `out_fps` (default: the source's rate; see
+    `meadkit.timebase`). Bad input gives a status; only a full or read-only output disk raises (OSError)."""
     try:
         backend = backend_for(config)
     except (FaceBackendUnavailable, ValueError) as e:
         return FaceResult("backend_unavailable", str(e), config.backend)
     try:
-        return _process(source, start_frame, n_frames, Path(video_out), Path(arrays_out), config, backend)
+        return _process(source, start_frame, n_frames, Path(video_out), Path(arrays_out), config, backend, out_fps)
     except _Reject as r:
         return r.result
     except MediaError as e:
@@ -209,11 +211,14 @@ class _Track:
         return len(refused) / len(self.found), REJECTS[int(np.bincount(refused).argmax()) - 1]
 
 
-def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend) -> FaceResult:
+def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend, out_fps) -> FaceResult:
     info = _probe_window(source, n_frames, config, backend.name)
+    grid = output_grid(0.0, n_frames, Fraction(info.fps), TimebaseConfig(str(out_fps) if out_fps else "source"))
+    if grid.too_short():
+        raise _Reject(FaceResult("too_short", grid.too_short(), backend.name))
     with atomic_path(video_out) as tmp_video, ExitStack() as stack:
-        view = _ViewPass(info, n_frames, config, backend, lambda fmt: stack.enter_context(VideoWriter(
-            str(tmp_video), Fraction(info.fps), config.crop_size, config.crop_size, crf=config.crf,
+        view = _ViewPass(info, grid, config, backend, lambda fmt: stack.enter_context(VideoWriter(
+            str(tmp_video), grid.fps, config.crop_size, config.crop_size, crf=config.crf,
             preset=config.preset, pix_fmt=fmt)))
         n_read = view.decode(source, start_frame)
         result = view.outcome(n_read, start_frame, info)
@@ -242,12 +247,14 @@ def _probe_window(source, n_frames: int, config: FacesConfig, name: str) -> Prob
 
 class _ViewPass:
     """One decode pass over a view's window: fit each frame, smooth, crop and encode it once the smoother's
-    look-ahead has passed, and fill the per-frame arrays of `.faces.npz`. `open_writer(pix_fmt)` opens the crop
-    video (at the first frame, which tells its colour range)."""
+    look-ahead has passed, and fill the per-frame arrays of `.faces.npz`. The pass tracks every source frame and
+    writes the grid's frames: each one's nearest source frame, landmarks interpolated at its instant.
+    `open_writer(pix_fmt)` opens the crop video (at the first frame, which tells its colour range)."""
 
-    def __init__(self, info: Probe, n_frames: int, config: FacesConfig, backend: Backend, open_writer):
-        T, self.size, self.config, self.name = n_frames, config.crop_size, config, backend.name
+    def __init__(self, info: Probe, grid: Grid, config: FacesConfig, backend: Backend, open_writer):
+        T, self.size, self.config, self.name = grid.source_frames, config.crop_size, config, backend.name
         self.fps, self.W, self.H, self.T = Fraction(info.fps), info.width, info.height, T
+        self.grid, self.picks = grid, np.bincount(grid.nearest, minlength=T)  # crops written of each source frame
         self.tracker = tracker_for(backend, config)
         self.smoother = TrackSmoother(T, float(self.fps), config)
         # frames held back before they are cropped: the smoother's look-ahead, and room to track backwards from a
@@ -286,7 +293,8 @@ class _ViewPass:
             ahead = next((j for j in range(i + 1, sm.n) if sm.valid[j]), None)
             m = (crop_transform(sm.raw[ahead], size, margin) if ahead is not None
                  else _centre_transform(self.W, self.H, size))
-        self._write(image, m)
+        for _ in range(self.picks[i]):
+            self._write(image, m)
         self.transform[i], self.valid[i], self.interpolated[i] = m, ok, interp
         if ok:
             self.lm_src[i], self.lm_crop[i] = pts, apply(m, pts)
@@ -383,20 +391,31 @@ class _ViewPass:
         return "the frames are blank (no contrast)" if self.contrast < 2.0 else "the detector found no face"
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of `.faces.npz` (see manifests/faces.md)."""
-        track = self.track
-        arrays = dict(landmarks_src=self.lm_src, landmarks_crop=self.lm_crop, valid=self.valid, score=track.score,
-                      quality=track.quality, reject=track.reject, landmarker=track.landmarker,
-                      transform=self.transform, interpolated=self.interpolated)
+        """The arrays of `.faces.npz` on the grid (see manifests/faces.md): landmarks at each output instant, the
+        rest (and the transform) of the frame whose picture it shows."""
+        track, near = self.track, self.grid.nearest
+        transform, lm_src, lm_crop, valid = self.transform[near], self.lm_src, self.lm_crop, self.valid
+        if self.grid.fps != self.grid.source_fps:
+            lm_src, valid = at_positions(self.lm_src, self.valid, self.grid.positions)
+            lm_crop = _through(transform, lm_src).astype(np.float32)
+        arrays = dict(landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=track.score[near],
+                      quality=track.quality[near], reject=track.reject[near], landmarker=track.landmarker[near],
+                      transform=transform, interpolated=self.interpolated[near])
         if track.mesh.shape[1]:
-            arrays["mesh_crop"] = _mesh_in_crop(track.mesh, self.transform)
+            arrays["mesh_crop"] = _mesh_in_crop(track.mesh[near], transform)
         return arrays
+
+
+def _through(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (T, N, 2) mapped through each frame's 2x3 transform (T, 2, 3), in float64."""
+    t = transform.astype(np.float64)
+    return np.einsum("tij,tnj->tni", t[:, :, :2], points.astype(np.float64)) + t[:, None, :, 2]
 
 
 def _mesh_in_crop(mesh: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """Mesh vertices (T, N, 3) in source pixels -> crop pixels (x, y through each frame's transform, z scaled
     alike), as float16 (steps of a quarter pixel at most in a 512 px crop; half the size of float32)."""
-    xy = np.einsum("tij,tnj->tni", transform[:, :, :2], mesh[..., :2]) + transform[:, None, :, 2]
+    xy = _through(transform, mesh[..., :2])
     scale = np.sqrt(np.abs(np.linalg.det(transform[:, :, :2].astype(np.float64))))[:, None, None]
     return np.concatenate([xy, mesh[..., 2:] * scale], -1).astype(np.float16)
 
