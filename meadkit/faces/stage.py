@@ -15,6 +15,7 @@ from meadkit.atomic import WRITE_ERRNOS, atomic_path
 from meadkit.config import check_fields
 from meadkit.media.sources import Source
 from meadkit.faces.align import apply, crop_transform, warp
+from meadkit.faces.crops import CROP_MODES, Framing, tube_transforms
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
 from meadkit.faces.gate import REJECTS
 from meadkit.faces.smooth import TrackSmoother, jitter
@@ -51,8 +52,13 @@ class FacesConfig:
     tilt_pitch: float = field(default=10.0, metadata={"min": 0.0, "max": 90.0})  # ... and tilted beyond this (degrees) is rejected
     mirror_max: float = field(default=0.025, metadata={"min": 0.0})  # gate: the mesh's points must agree with its fit on the mirrored region (face heights)
     keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
-    crop_size: int = field(default=256, metadata={"min": 16})
-    margin: float = field(default=0.2, metadata={"min": 0.0, "max": 0.45})  # fraction of the crop left around the template's landmarks on each side
+    crop: str = field(default="aligned", metadata={"choices": CROP_MODES})  # how crops follow the face: aligned | fixed | box | tube (meadkit/faces/crops.py)
+    crop_size: int = field(default=256, metadata={"min": 32, "max": 1024})
+    margin: float = field(default=0.2, metadata={"min": 0.0, "max": 0.45})  # aligned, fixed: fraction of the crop left around the template's landmarks on each side
+    scale: float = field(default=1.35, metadata={"min": 0.5, "max": 4.0})  # box, tube: crop side over the landmark box's larger side
+    shift_y: float = field(default=-0.1, metadata={"min": -1.0, "max": 1.0})  # box, tube: crop centre moved down by this x its side (negative: up)
+    box_smooth_s: float = field(default=0.5, metadata={"min": 0.0})  # box: time constant (s) of the crop side's smoothing (0: none)
+    tube_iou: float = field(default=0.25, metadata={"min": 0.0, "max": 1.0})  # tube: a frame whose box overlaps the segment's by less starts a new segment
     min_cutoff: float = field(default=1.5, metadata={"min": 0.001})  # One-Euro smoothing: cutoff (Hz) at rest
     beta: float = field(default=2.0, metadata={"min": 0.0})  # One-Euro smoothing: cutoff growth per inter-ocular distance/s of speed
     d_cutoff: float = field(default=1.0, metadata={"min": 0.001})
@@ -221,6 +227,8 @@ def _process(source, start_frame, n_frames, video_out, arrays_out, config, backe
             str(tmp_video), grid.fps, config.crop_size, config.crop_size, crf=config.crf,
             preset=config.preset, pix_fmt=fmt)))
         n_read = view.decode(source, start_frame)
+        if view.framing is None and n_read == view.T:
+            view.recrop(source, start_frame)
         result = view.outcome(n_read, start_frame, info)
         stack.close()  # the crop video is complete before its arrays are written
         with atomic_path(arrays_out) as tmp_arrays, open(tmp_arrays, "wb") as fh:
@@ -266,7 +274,8 @@ class _ViewPass:
         self.interpolated = np.zeros(T, bool)
         self.transform = np.zeros((T, 2, 3), np.float32)
         self.track = _Track(T, MESH_POINTS if backend.mesh is not None and config.keep_mesh else 0)
-        self.last_m = None
+        self.framing = None if config.crop == "tube" else Framing(config, float(self.fps))
+        self.segment = np.zeros(T, np.int16)
         self.contrast = 0.0
         # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
         self.colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or self.size % 2)
@@ -281,23 +290,39 @@ class _ViewPass:
         self._writer.write(warp(image, m, self.size) if self.colour else warp_planes(image, m, self.size))
 
     def _emit(self, i: int, image) -> None:
-        """Crop and encode frame i with its smoothed landmarks (else the last crop, else the face ahead's)."""
+        """Crop and encode frame i with its smoothed landmarks (else the last crop, else the face ahead's); in tube
+        mode only record them (`recrop` writes the crops)."""
         pts, ok, interp = self.smoother.final(i)
-        size, margin = self.size, self.config.margin
+        self.valid[i], self.interpolated[i] = ok, interp
         if ok:
-            m = self.last_m = crop_transform(pts, size, margin)
-        elif self.last_m is not None:
-            m = self.last_m
-        else:  # no face yet: frame it like the first face ahead, else the frame's centre
+            self.lm_src[i] = pts
+        if self.framing is None:
+            return
+        m = self.framing(pts if ok else None)
+        if m is None:  # no face yet: frame it like the first face ahead, else the frame's centre
             sm = self.smoother
             ahead = next((j for j in range(i + 1, sm.n) if sm.valid[j]), None)
-            m = (crop_transform(sm.raw[ahead], size, margin) if ahead is not None
-                 else _centre_transform(self.W, self.H, size))
+            m = self.framing.peek(sm.raw[ahead]) if ahead is not None else _centre_transform(self.W, self.H, self.size)
         for _ in range(self.picks[i]):
             self._write(image, m)
-        self.transform[i], self.valid[i], self.interpolated[i] = m, ok, interp
+        self.transform[i] = m
         if ok:
-            self.lm_src[i], self.lm_crop[i] = pts, apply(m, pts)
+            self.lm_crop[i] = apply(m, pts)
+
+    def recrop(self, source, start_frame: int) -> None:
+        """Tube mode: each segment's transform from the whole track, then a second decode pass writes the crops."""
+        transform, self.segment = tube_transforms(self.lm_src, self.valid, self.config, self.W, self.H)
+        self.transform[:] = transform
+        self.lm_crop[self.valid] = _through(self.transform[self.valid], self.lm_src[self.valid])
+        for index, image in self._frames(source, start_frame):
+            for _ in range(self.picks[index - start_frame]):
+                self._write(image, self.transform[index - start_frame])
+
+    def _frames(self, source, start_frame: int):
+        """(index, image) of the window's frames as the pass works on them: BGR images, or planes."""
+        if self.colour:
+            return ((f.index, f.image) for f in iter_frames(source, start_frame, self.T))
+        return iter_planes(source, start_frame, self.T)
 
     def _tracked(self, image):
         """What the tracker sees of a decoded frame: the BGR image, or the luma plane of its planes."""
@@ -339,9 +364,7 @@ class _ViewPass:
         chunk_size = config.batch_size * -(-_CHUNK // config.batch_size)
         pending: list = []
         n_read = 0
-        frames = (((f.index, f.image) for f in iter_frames(source, start_frame, self.T)) if self.colour
-                  else iter_planes(source, start_frame, self.T))
-        for index, image in frames:
+        for index, image in self._frames(source, start_frame):
             i = index - start_frame
             if i % config.detect_every == 0:
                 self.contrast = max(self.contrast, float(self._tracked(image)[::8, ::8].std()))
@@ -401,6 +424,8 @@ class _ViewPass:
         arrays = dict(landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=track.score[near],
                       quality=track.quality[near], reject=track.reject[near], landmarker=track.landmarker[near],
                       transform=transform, interpolated=self.interpolated[near])
+        if self.framing is None:
+            arrays["segment"] = self.segment[near]
         if track.mesh.shape[1]:
             arrays["mesh_crop"] = _mesh_in_crop(track.mesh[near], transform)
         return arrays
