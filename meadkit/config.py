@@ -44,6 +44,9 @@ TAKE_STAGES = ("sync", "timebase", "faces", "features")
 #: The config files shipped inside the package (their values equal the dataclass defaults).
 PIPELINES_DIR = Path(__file__).with_name("pipelines")
 DEFAULT_PIPELINE = PIPELINES_DIR / "default.toml"
+#: Named pipelines shipped with the package (`--profile NAME`): each file sets only what differs from the defaults.
+PROFILES = {"mead-paper": DEFAULT_PIPELINE, "talking-head-25": PIPELINES_DIR / "talking-head-25.toml",
+            "emote-style": PIPELINES_DIR / "emote-style.toml"}
 
 
 class ConfigError(ValueError):
@@ -146,9 +149,22 @@ def load_tables(tables: dict[str, type], kind: str, path: Optional[Path | str] =
     return {name: build_table(cls, name, data.get(name, {})) for name, cls in tables.items()}
 
 
-def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = ()) -> Pipeline:
-    """Read a pipeline TOML (default: the built-in defaults) and apply `stage.key=value` overrides."""
+def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = (), profile: Optional[str] = None
+                  ) -> Pipeline:
+    """Read a pipeline TOML, or a named profile (default: the built-in defaults), and apply `stage.key=value`
+    overrides."""
+    if profile is not None:
+        if path is not None:
+            raise ConfigError("give a profile or a pipeline file, not both")
+        path = profile_path(profile)
     return Pipeline(**load_tables({name: _config_class(name) for name in STAGES}, "stage", path, overrides))
+
+
+def profile_path(name: str) -> Path:
+    """The file of a named profile; ConfigError listing the profiles for another name."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]
 
 
 def recorded_stage(text: Optional[str], stage: str) -> Any:

@@ -99,7 +99,7 @@ def test_configs_refuse_mutation(config, key, value):
 
 def test_a_changed_copy_is_checked_like_a_loaded_config():
     assert dataclasses.replace(FacesConfig(), crop_size=128).crop_size == 128
-    with pytest.raises(ConfigError, match="faces.crop_size = 8: must be >= 16"):
+    with pytest.raises(ConfigError, match="faces.crop_size = 8: must be >= 32"):
         dataclasses.replace(FacesConfig(), crop_size=8)
 
 

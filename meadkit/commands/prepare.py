@@ -22,6 +22,9 @@ def stages_for(until: str) -> tuple[str, ...]:
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder (created; reruns resume in it).")
 @click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False),
               help="Pipeline TOML with one table per stage (default: built-in defaults = meadkit/pipelines/default.toml).")
+@click.option("--profile", type=str, metavar="NAME", help="A named pipeline shipped with meadkit: mead-paper (the "
+              "default: the paper's recipe), talking-head-25 (25 fps, 16 kHz wav, tube crops, mfcc28 + mel80) or "
+              "emote-style (25 fps, EMOTE's 1.35 / -0.1 landmark boxes at 384); see meadkit/pipelines/.")
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE", help="Override one setting, e.g. faces.crop_size=192 (repeatable).")
 @filter_options
 @parallel_options
@@ -32,7 +35,7 @@ def stages_for(until: str) -> tuple[str, ...]:
 @click.option("--strict", is_flag=True, help="Exit non-zero if any selected file, take or clip is not ok "
               "(with filters, only the files of the selected actors/emotions/... count).")
 @click.option("--quiet", is_flag=True, help="No progress bar: a log line every minute instead.")
-def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until, reindex, strict, quiet, **kw):
+def command(raw, out, pipeline_file, profile, overrides, jobs, backend, scheduler, until, reindex, strict, quiet, **kw):
     """Index RAW (a MEAD tree and/or per-actor tars), then per take: sync the views to the reference
     audio, compute 28-dim MFCC per video frame, detect/track/align faces; write manifests under
     OUT/manifests and shards under OUT/shards.
@@ -46,7 +49,7 @@ def command(raw, out, pipeline_file, overrides, jobs, backend, scheduler, until,
     from meadkit.prepare import run_prepare
 
     try:
-        pipeline = load_pipeline(pipeline_file, overrides)
+        pipeline = load_pipeline(pipeline_file, overrides, profile)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     try:

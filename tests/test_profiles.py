@@ -1,0 +1,35 @@
+"""Named profiles (`--profile NAME`): shipped pipeline files, overridable with --set, refused when unknown."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from click.testing import CliRunner
+
+from meadkit.cli import main
+from meadkit.config import PROFILES, ConfigError, load_pipeline
+
+
+def test_profiles_give_the_recipes_they_name():
+    paper, th25, emote = (load_pipeline(profile=p) for p in ("mead-paper", "talking-head-25", "emote-style"))
+    assert paper == load_pipeline()
+    assert th25.timebase.rate(Fraction(65521, 2184)) == 25 and th25.faces.crop == "tube" and th25.faces.crop_size == 256
+    assert th25.faces.keep_mesh and th25.faces.backend == "hybrid"  # 68 points and the 478-point mesh
+    assert emote.timebase.fps == "25" and emote.faces.crop == "box" and emote.faces.crop_size == 384
+    assert (emote.faces.scale, emote.faces.shift_y) == (1.35, -0.1)
+    assert all(path.is_file() for path in PROFILES.values())
+
+
+def test_set_overrides_a_profile_and_a_profile_excludes_a_pipeline_file(tmp_path):
+    assert load_pipeline(overrides=["faces.crop_size=224"], profile="emote-style").faces.crop_size == 224
+    with pytest.raises(ConfigError, match="not both"):
+        load_pipeline(tmp_path / "x.toml", profile="emote-style")
+
+
+def test_an_unknown_profile_is_one_line_before_any_work(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    r = CliRunner().invoke(main, ["prepare", str(raw), "-o", str(tmp_path / "out"), "--profile", "fomm"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "unknown profile 'fomm'; profiles: mead-paper, talking-head-25, emote-style" in r.output
+    assert not (tmp_path / "out").exists()
