@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 if TYPE_CHECKING:
+    from meadkit.clip_audio import AudioConfig
     from meadkit.faces import FacesConfig
     from meadkit.features import FeaturesConfig
     from meadkit.index import IndexConfig
@@ -34,11 +35,12 @@ STAGES = {
     "sync": "meadkit.sync:SyncConfig",
     "faces": "meadkit.faces:FacesConfig",
     "features": "meadkit.features:FeaturesConfig",
+    "audio": "meadkit.clip_audio:AudioConfig",
     "splits": "meadkit.splits:SplitConfig",
     "shards": "meadkit.shards:ShardConfig",
 }
 #: Stages whose settings change the per-take outputs (and so the resume hash).
-TAKE_STAGES = ("sync", "faces", "features")
+TAKE_STAGES = ("sync", "faces", "features", "audio")
 #: The config files shipped inside the package (their values equal the dataclass defaults).
 PIPELINES_DIR = Path(__file__).with_name("pipelines")
 DEFAULT_PIPELINE = PIPELINES_DIR / "default.toml"
@@ -61,6 +63,7 @@ class Pipeline:
     sync: SyncConfig
     faces: FacesConfig
     features: FeaturesConfig
+    audio: AudioConfig
     splits: SplitConfig
     shards: ShardConfig
 
@@ -68,7 +71,7 @@ class Pipeline:
         return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in dataclasses.fields(self)}
 
     def take_hash(self) -> str:
-        """Hash of the settings that change per-take outputs (sync, faces, features)."""
+        """Hash of the settings that change per-take outputs (sync, faces, features, audio)."""
         d = {k: v for k, v in self.as_dict().items() if k in TAKE_STAGES}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
