@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 if TYPE_CHECKING:
+    from meadkit.clip_audio import AudioConfig
     from meadkit.faces import FacesConfig
     from meadkit.features import FeaturesConfig
     from meadkit.index import IndexConfig
@@ -36,11 +37,12 @@ STAGES = {
     "timebase": "meadkit.timebase:TimebaseConfig",
     "faces": "meadkit.faces:FacesConfig",
     "features": "meadkit.features:FeaturesConfig",
+    "audio": "meadkit.clip_audio:AudioConfig",
     "splits": "meadkit.splits:SplitConfig",
     "shards": "meadkit.shards:ShardConfig",
 }
 #: Stages whose settings change the per-take outputs (and so the resume hash).
-TAKE_STAGES = ("sync", "timebase", "faces", "features")
+TAKE_STAGES = ("sync", "timebase", "faces", "features", "audio")
 #: The config files shipped inside the package (their values equal the dataclass defaults).
 PIPELINES_DIR = Path(__file__).with_name("pipelines")
 DEFAULT_PIPELINE = PIPELINES_DIR / "default.toml"
@@ -67,6 +69,7 @@ class Pipeline:
     timebase: TimebaseConfig
     faces: FacesConfig
     features: FeaturesConfig
+    audio: AudioConfig
     splits: SplitConfig
     shards: ShardConfig
 

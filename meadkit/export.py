@@ -2,15 +2,17 @@
 
 A sample's members share its `__key__` (`<take_id>_<view>`): `mp4` the crop video as prepare wrote it, `npz` the
 clip's arrays (the faces arrays of `manifests/faces.md` and the take's `mfcc`/`padded`; no pickle), `json` its
-labels, split, frame rate, sync figures and provenance. Shards `DEST/mead-%06d.tar` hold one split each (so a
-trainer points at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard is written
+labels, split, frame rate, sync figures and provenance, and `wav` the take's clip audio (`audio.wav`, 16-bit PCM)
+where prepare wrote one (`[audio] export`). Shards `DEST/mead-%06d.tar` hold one split each (so a trainer points
+at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard is written
 under a temporary name and renamed when complete; a rerun keeps the complete ones and writes the rest (the
 assignment of samples to shards is a pure function of the selection and the bounds). `DEST/index.parquet` lists
 every sample's shard.
 
 `export_hf` writes the same clips as a Hugging Face `datasets` Parquet dataset: `DEST/data/<split>.parquet`,
-one row per clip with its labels, split, sync figures, the crop video's bytes (`video`) and the per-frame
-arrays as list columns (`HF_ARRAYS`), loadable with `datasets.load_dataset("parquet", data_files=...)`.
+one row per clip with its labels, split, sync figures, the crop video's bytes (`video`), the take's audio.wav
+bytes (`audio`, null where none was prepared) and the per-frame arrays as list columns (`HF_ARRAYS`), loadable
+with `datasets.load_dataset("parquet", data_files=...)`.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -88,7 +90,7 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
                 _write_tar(tmp, zip(plan.loc[rows, "key"], (_members(out, row) for row in clips.loc[rows].itertuples(index=False))))
             summary.shards_written += 1
         summary.bytes += path.stat().st_size
-    _write_index(dest, plan, selection)
+    _write_index(dest, plan, selection, audio="audio_wav" in clips.columns and bool(clips["audio_wav"].notna().any()))
     summary.splits = plan.groupby("split")["shard"].nunique().to_dict()
     return summary
 
@@ -133,7 +135,15 @@ def _sample_bytes_at_most(out: Path, row) -> int:
     """An upper bound of a clip's sample in a tar, from its files' sizes (the sample's npz holds the arrays of the
     faces and MFCC files in one archive, so it is no larger than both; its json is under `_JSON_MAX`)."""
     arrays = (out / row.faces_npz).stat().st_size + (out / row.mfcc_npz).stat().st_size
-    return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX)
+    audio = _audio(out, row)
+    wav = _member_bytes(audio.stat().st_size) if audio else 0
+    return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
+
+
+def _audio(out: Path, row) -> Optional[Path]:
+    """The clip's take audio.wav, or None where prepare wrote none (`[audio] export` off, or an OUT made before it)."""
+    rel = getattr(row, "audio_wav", None)
+    return out / rel if isinstance(rel, str) else None
 
 
 def _members(out: Path, row) -> dict[str, bytes]:
@@ -148,7 +158,9 @@ def _members(out: Path, row) -> dict[str, bytes]:
     text = json.dumps(meta, sort_keys=True).encode()
     if len(text) > _JSON_MAX:
         raise ExportError(f"{row.take_id}/{row.view}: its json is {len(text)} bytes (> {_JSON_MAX})")
-    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text}
+    audio = _audio(out, row)
+    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text} | (
+        {"wav": audio.read_bytes()} if audio else {})
 
 
 def _plain(v):
@@ -188,13 +200,14 @@ def _claim(dest: Path, selection: dict, overwrite: bool) -> None:
         tmp.write_text(json.dumps(selection))
 
 
-def _write_index(dest: Path, plan: pd.DataFrame, selection: dict) -> None:
-    """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split)."""
+def _write_index(dest: Path, plan: pd.DataFrame, selection: dict, audio: bool) -> None:
+    """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split, the members: `wav`
+    where some sample has `audio`)."""
     names = plan["shard"].map(lambda k: SHARD_PATTERN.format(int(k)))
     index = plan.assign(shard=names)
     write_table(pa.Table.from_pandas(index, preserve_index=False), dest / "index.parquet")
     splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
-    _write_meta(dest, selection, len(index), splits, members=["mp4", "npz", "json"])
+    _write_meta(dest, selection, len(index), splits, members=["mp4", "npz", "json"] + (["wav"] if audio else []))
 
 
 def _write_meta(dest: Path, selection: dict, samples: int, splits: dict[str, list[str]], **more) -> None:
@@ -242,19 +255,23 @@ def _labels(clips: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def _hf_table(out: Path, clips: pd.DataFrame, labels: pa.Schema) -> pa.Table:
-    """One row per clip: its json columns (typed by `labels`), `key`, the crop video's bytes and each `HF_ARRAYS`
+    """One row per clip: its json columns (typed by `labels`), `key`, the crop video's and audio.wav's bytes (audio
+    null where none was prepared) and each `HF_ARRAYS`
     array as a list (over frames) of fixed-size lists."""
     arrays: dict[str, list[np.ndarray]] = {name: [] for name in HF_ARRAYS}
-    videos = []
+    videos, audios = [], []
     for row in clips.itertuples(index=False):
         with np.load(out / row.faces_npz, allow_pickle=False) as faces, np.load(out / row.mfcc_npz, allow_pickle=False) as mfcc:
             for name in HF_ARRAYS:
                 arrays[name].append((faces if name in faces.files else mfcc)[name])
         videos.append((out / row.crop_video).read_bytes())
+        audio = _audio(out, row)
+        audios.append(audio.read_bytes() if audio else None)
     table = _labels(clips, labels)
     columns = dict(zip(table.column_names, table.columns))
     columns["key"] = pa.array(_keys(clips))
     columns["video"] = pa.array(videos, pa.binary())
+    columns["audio"] = pa.array(audios, pa.binary())
     for name, per_clip in arrays.items():
         columns[name] = _frames_list(per_clip)
     return pa.table(columns)

@@ -1,4 +1,4 @@
-"""`prepare`: index -> per take (sync, features, faces: `meadkit.take`) -> manifests -> shards, resumable.
+"""`prepare`: index -> per take (sync, features, audio, faces: `meadkit.take`) -> manifests -> shards, resumable.
 
 The unit of work is a take (`meadkit.take.process_take`), which commits a small JSON record last
 (`OUT/state/takes/<take_id>.json`). A rerun keeps takes whose record carries the same config

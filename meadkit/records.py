@@ -239,6 +239,9 @@ class ClipRow(Record):
     mfcc_recipe: Str = None
     padded_rows: I32 = None
     audio_duration_s: F64 = None
+    audio_wav: Str = None
+    audio_rate: I32 = None
+    audio_padded: I32 = None
     config_hash: Str = None
 
     @classmethod
@@ -298,6 +301,7 @@ class StatusRow(Record):
     sync_s: F32 = None
     features_s: F32 = None
     faces_s: F32 = None
+    audio_s: F32 = None
     total_s: F32 = None
 
 
@@ -334,7 +338,7 @@ class TakeRecord:
     def status_row(self) -> StatusRow:
         t = self.times
         return StatusRow(self.take_id, self.status, self.error, self.views_ok, len(self.clips), self.n_frames, self.config_hash,
-                         t.get("sync"), t.get("features"), t.get("faces"), t.get("total"))
+                         t.get("sync"), t.get("features"), t.get("faces"), t.get("audio"), t.get("total"))
 
 
 @dataclass

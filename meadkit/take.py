@@ -1,9 +1,9 @@
 """The take worker: a take's stages run in their declared order, then its record is committed.
 
-`STAGES` declares the per-take stages (sync, features, faces): what each needs, what it makes for later stages,
+`STAGES` declares the per-take stages (sync, features, audio, faces): what each needs, what it makes for later stages,
 which clip columns it adds, and its precondition (a take that does not meet it fails with that reason);
 `--until` cuts the list (`stages_until`). A worker (`process_take`) syncs the views, computes the MFCC once for
-the take's window, runs the faces stage on each view cut to the window, writes every output under a temporary
+the take's window (and, with `[audio] export`, cuts its audio once), runs the faces stage on each view cut to the window, writes every output under a temporary
 name and commits the take's record last (`OUT/state/takes/<take_id>.json`). A bad take becomes a failed record;
 a full or read-only disk stops the run (`OutputDiskError`) and records nothing for the take it hit.
 """
@@ -13,6 +13,7 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -128,6 +129,16 @@ def _run_features(s: TakeState) -> None:
         clip.update(**values)
 
 
+def _run_audio(s: TakeState) -> None:
+    """With `[audio] export`: the take's window of the reference audio as audio.wav, once; every clip points at it."""
+    if not s.pipeline.audio.export:
+        return
+    values, seconds = _timed(_clip_audio, s)
+    s.times["audio"] += seconds
+    for clip in s.clips.values():
+        clip.update(**values)
+
+
 def _run_faces(s: TakeState) -> None:
     """The faces stage on each view cut to the window (a view that is not keeps its sync status and why)."""
     cdir = clip_dir(s.out, s.task.key)
@@ -143,6 +154,7 @@ def _run_faces(s: TakeState) -> None:
 
 _SYNC_COLUMNS = ("sync_status", "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames")
 _FEATURE_COLUMNS = ("mfcc_npz", "mfcc_recipe", "padded_rows", "audio_duration_s")
+_AUDIO_COLUMNS = ("audio_wav", "audio_rate", "audio_padded")
 _FACE_COLUMNS = ("face_backend", "found_ratio", "mean_score", "jitter", "rejected_ratio", "mesh_ratio", "crop_size",
                  "crop_video", "faces_npz")
 #: The per-take stages in data-flow order.
@@ -150,6 +162,7 @@ STAGES = (
     Stage("sync", needs=TASK_INPUTS, makes=("audio", "window", "sync"), adds=_SYNC_COLUMNS, blocked=_sync_blocked,
           run=_run_sync),
     Stage("features", needs=("audio", "window"), makes=(), adds=_FEATURE_COLUMNS, blocked=_no_window, run=_run_features),
+    Stage("audio", needs=("audio", "window"), makes=(), adds=_AUDIO_COLUMNS, blocked=_no_window, run=_run_audio),
     Stage("faces", needs=("usable", "window"), makes=(), adds=("face_status",) + _FACE_COLUMNS, blocked=_no_window,
           run=_run_faces),
 )
@@ -255,13 +268,14 @@ def _timed(fn, *args):
     return result, time.perf_counter() - t
 
 
-def _reference_audio(reference: RecordingRow) -> tuple:
-    """The take's reference audio (mono, native rate), decoded once for sync and features."""
+def _reference_audio(reference: RecordingRow, mono: bool = True) -> tuple:
+    """The take's reference audio at its native rate: mono, decoded once for sync, features and mono clip audio
+    (all channels for stereo clip audio)."""
     from meadkit.media.audio import load_audio
     from meadkit.media.probe import MediaError
 
     try:
-        return load_audio(_source(reference), mono=True)
+        return load_audio(_source(reference), mono=mono)
     except MediaError as e:
         raise TakeError(f"reference audio unreadable: {e}") from None
 
@@ -289,6 +303,23 @@ def _features(audio: tuple, grid: Grid, pipeline: Pipeline, cdir: Path) -> dict:
         "mfcc_npz": str(path.relative_to(cdir.parents[2])), "mfcc_recipe": row["recipe"],
         "padded_rows": row["padded_rows"], "audio_duration_s": row["audio_duration_s"],
     }
+
+
+def _window(s: TakeState) -> tuple[float, int, Fraction]:
+    """The take's output grid (t0_s on the reference clock, frames, fps): the one place the audio stage reads it."""
+    return s.grid.t0_s, s.grid.n_frames, s.grid.fps
+
+
+def _clip_audio(s: TakeState) -> dict:
+    """Cut and write the take's audio.wav (the stereo reference decoded here when `channels` = 2); its clip columns."""
+    from meadkit.clip_audio import as_channels, cut_window, write_wav
+
+    cfg = s.pipeline.audio
+    samples, sr = s.audio if cfg.channels == 1 else _reference_audio(s.task.reference, mono=False)
+    clip = cut_window(as_channels(samples, cfg.channels), sr, *_window(s), cfg.rate)
+    path = clip_dir(s.out, s.task.key) / "audio.wav"
+    write_wav(clip, path)
+    return {"audio_wav": str(path.relative_to(s.out)), "audio_rate": clip.rate, "audio_padded": clip.padded}
 
 
 def _faces(source, view_sync, grid: Grid, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:

@@ -86,6 +86,7 @@ def test_each_mode_writes_crops_rederivable_from_its_transforms(moving_face, mod
     else:  # head motion kept: the face moves in the crop as the truth does
         assert np.corrcoef(centroid, true_x)[0, 1] > 0.9
     if mode in ("fixed", "tube"):
-        segment = z["segment"] if mode == "tube" else np.zeros(n, int)
+        segment = z["segment"]
+        assert (segment >= 0).all()
         for s in np.unique(segment):
             assert np.ptp(m[segment == s], axis=0).max() == 0  # one transform per segment

@@ -4,12 +4,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 import torch
 import webdataset as wds
 
-from meadkit.export import ExportConfig, ExportError, export_webdataset, split_urls
-from meadkit.manifest import read_table
+from fakes import make_prepared
+from meadkit.export import ExportConfig, ExportError, export_hf, export_webdataset, split_urls
+from meadkit.manifest import read_table, write_table
 
 
 def _ok_clips(out):
@@ -120,3 +125,41 @@ def test_the_hf_export_loads_with_datasets_and_equals_the_prepared_files(prepare
                     assert np.array_equal(np.asarray(r[name], faces[name].dtype), faces[name], equal_nan=True), name
                 assert np.array_equal(np.asarray(r["mfcc"], np.float32), mfcc["mfcc"])
                 assert np.array_equal(np.asarray(r["padded"]), mfcc["padded"])
+
+
+@pytest.fixture(scope="module")
+def with_audio(tmp_path_factory):
+    """(OUT, clips) of the fake prepared folder where one take (both its views) has audio.wav, the others none."""
+    out = tmp_path_factory.mktemp("with_audio")
+    clips = make_prepared(out)
+    take, actor = clips.take_id.iloc[0], clips.actor.iloc[0]
+    wav = f"clips/{actor}/{take}/audio.wav"
+    sf.write(str(out / wav), (np.sin(np.arange(8000) / 7) * 8000).astype(np.int16), 16000, subtype="PCM_16")
+    mine = clips.take_id == take
+    clips = clips.assign(audio_wav=np.where(mine, wav, None), audio_rate=pd.array(np.where(mine, 16000, None), "Int32"))
+    write_table(pa.Table.from_pandas(clips, preserve_index=False), out / "manifests" / "clips.parquet")
+    return out, _ok_clips(out)
+
+
+def test_a_sample_carries_its_take_wav_where_prepared(with_audio, tmp_path):
+    out, clips = with_audio
+    dest = tmp_path / "wds"
+    export_webdataset(out, dest)
+    assert json.loads((dest / "meta.json").read_text())["members"] == ["mp4", "npz", "json", "wav"]
+    got = _read(sorted(str(p) for p in dest.glob("mead-*.tar")))
+    assert set(got) == set(clips.index)
+    for key, s in got.items():
+        rel = clips.loc[key, "audio_wav"]
+        assert s.get("wav") == ((out / rel).read_bytes() if isinstance(rel, str) else None), key
+    assert sum("wav" in s for s in got.values()) == clips.audio_wav.notna().sum() == 2
+
+
+def test_the_hf_rows_carry_the_wav_bytes_or_null(with_audio, tmp_path):
+    out, clips = with_audio
+    dest = tmp_path / "hf"
+    export_hf(out, dest)
+    rows = [r for p in sorted(dest.glob("data/*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert len(rows) == len(clips)
+    for r in rows:
+        rel = clips.loc[r["key"], "audio_wav"]
+        assert r["audio"] == ((out / rel).read_bytes() if isinstance(rel, str) else None), r["key"]

@@ -17,7 +17,7 @@ from meadkit.corpus.synth import read_truth
 from meadkit.manifest import read_table
 from meadkit.prepare import run_prepare
 
-TIMING = ["sync_s", "features_s", "faces_s", "total_s"]
+TIMING = ["sync_s", "features_s", "faces_s", "audio_s", "total_s"]
 pytestmark = pytest.mark.slow
 
 
@@ -54,6 +54,8 @@ def test_clean_corpus_all_ok_and_complete(prepared):
     # every view of a take is cut to the same window
     assert (clips.groupby("take_id")["n_frames"].nunique() == 1).all()
     assert set(clips["split"]) <= {"train", "val", "test"}
+    # [audio] export is off by default: its columns stay null and no audio.wav is written
+    assert clips[["audio_wav", "audio_rate", "audio_padded"]].isna().all().all() and not list(out.rglob("audio.wav"))
 
 
 def test_rerun_skips_finished_takes(prepared):
@@ -122,5 +124,5 @@ def test_dask_cluster_gives_the_same_manifests(tiny_corpus, prepared, tmp_path):
     raw, _ = tiny_corpus
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
         run_prepare(raw, tmp_path / "d", load_pipeline(), backend="dask", scheduler=cluster.scheduler_address,
-                    progress=False, stages=("sync", "features", "faces"))
+                    progress=False, stages=("sync", "features", "audio", "faces"))
     _assert_same(_manifests(prepared[2]), _manifests(tmp_path / "d"))

@@ -75,7 +75,7 @@ def test_take_record_json_round_trip_turns_numpy_into_numbers():
     back = TakeRecord.from_json(record.to_json())
     assert back == TakeRecord(KEY.id, "h-sff", "abc", list(STAGE_NAMES), "ok", None, 20, [sync], [clip], {"sync": 0.5, "total": 1.0})
     assert type(back.clips[0].found_ratio) is float and type(back.clips[0].n_frames) is int
-    assert back.status_row() == StatusRow(KEY.id, "ok", None, 1, 1, 20, "h-sff", 0.5, None, None, 1.0)
+    assert back.status_row() == StatusRow(KEY.id, "ok", None, 1, 1, 20, "h-sff", 0.5, None, None, None, 1.0)
     with pytest.raises(TypeError):
         TakeRecord.from_json('{"take_id": "x", "sync": [], "clips": [], "surprise": 1}')
 
@@ -151,10 +151,11 @@ def test_take_outcome(statuses, failure, expected):
 
 def test_until_cuts_the_declared_stage_list():
     choices = next(p for p in command.params if p.name == "until").type.choices
-    assert tuple(choices) == UNTIL == ("index", "sync", "features", "faces", "shards")
+    assert tuple(choices) == UNTIL == ("index", "sync", "features", "audio", "faces", "shards")
+    every = ("sync", "features", "audio", "faces")
     assert {u: stages_for(u) for u in UNTIL} == {
-        "index": (), "sync": ("sync",), "features": ("sync", "features"), "faces": ("sync", "features", "faces"),
-        "shards": ("sync", "features", "faces")}
+        "index": (), "sync": ("sync",), "features": ("sync", "features"), "audio": ("sync", "features", "audio"),
+        "faces": every, "shards": every}
     assert [stages_until(s) for s in STAGE_NAMES] == [STAGE_NAMES[: i + 1] for i in range(len(STAGES))]
 
 
@@ -200,10 +201,10 @@ def _window() -> TakeSync:
                          video_frames=30, error="weak; does not cover the window of the other views")})
 
 
-@pytest.mark.parametrize("until", ["sync", "features", "faces"])
+@pytest.mark.parametrize("until", ["sync", "features", "audio", "faces"])
 def test_a_take_fills_only_the_columns_of_the_stages_it_ran(monkeypatch, tmp_path, until):
     task = _fake_take(monkeypatch, tmp_path, stages_for(until), _window())
-    record = process_take(task, load_pipeline(), "h")
+    record = process_take(task, load_pipeline(overrides=["audio.export=true"]), "h")
     ran = [s for s in STAGES if s.name in stages_for(until)]
     base = set(ClipRow.of(task.views[0]).to_row()) - {k for k, v in ClipRow.of(task.views[0]).to_row().items() if v is None}
     allowed = base | {"status", "error", "index_status"} | {c for s in ran for c in s.adds}
@@ -217,6 +218,9 @@ def test_a_take_fills_only_the_columns_of_the_stages_it_ran(monkeypatch, tmp_pat
     assert (clips["top"].status, clips["top"].index_status, clips["top"].sync_status) == ("missing", "missing", None)
     assert record.status == "partial" and record.n_frames == 20 and len(record.sync) == 2
     assert set(record.times) == {"total"} | {s.name for s in ran}
+    audio = until in ("audio", "faces")
+    assert {c.audio_wav for c in clips.values()} == {f"clips/{KEY.actor}/{KEY.id}/audio.wav" if audio else None}
+    assert (tmp_path / "clips" / KEY.actor / KEY.id / "audio.wav").exists() == audio
     assert meadkit.take.load_records(tmp_path) == {KEY.id: record}
 
 

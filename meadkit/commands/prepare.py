@@ -37,8 +37,9 @@ def stages_for(until: str) -> tuple[str, ...]:
 @click.option("--quiet", is_flag=True, help="No progress bar: a log line every minute instead.")
 def command(raw, out, pipeline_file, profile, overrides, jobs, backend, scheduler, until, reindex, strict, quiet, **kw):
     """Index RAW (a MEAD tree and/or per-actor tars), then per take: sync the views to the reference
-    audio, compute 28-dim MFCC per video frame, detect/track/align faces; write manifests under
-    OUT/manifests and shards under OUT/shards.
+    audio, compute 28-dim MFCC per video frame, with `--set audio.export=true` write the window's
+    audio (clips/ACTOR/TAKE/audio.wav), detect/track/align faces; write manifests under OUT/manifests
+    and shards under OUT/shards.
 
     Work is per take, in parallel; every output is written under a temporary name and renamed, and a
     take's record is committed last, so a killed run resumes where it stopped (rerun the same command).

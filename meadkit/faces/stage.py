@@ -275,7 +275,7 @@ class _ViewPass:
         self.transform = np.zeros((T, 2, 3), np.float32)
         self.track = _Track(T, MESH_POINTS if backend.mesh is not None and config.keep_mesh else 0)
         self.framing = None if config.crop == "tube" else Framing(config, float(self.fps))
-        self.segment = np.zeros(T, np.int16)
+        self.segment = np.full(T, 0 if config.crop == "fixed" else -1, np.int16)  # tube: set by recrop
         self.contrast = 0.0
         # a grey (luma) plane is all dlib needs: decode to I420, warp the planes, encode I420 (no colour conversion)
         self.colour = bool(backend.needs_colour or info.width % 2 or info.height % 2 or self.size % 2)
@@ -424,8 +424,7 @@ class _ViewPass:
         arrays = dict(landmarks_src=lm_src, landmarks_crop=lm_crop, valid=valid, score=track.score[near],
                       quality=track.quality[near], reject=track.reject[near], landmarker=track.landmarker[near],
                       transform=transform, interpolated=self.interpolated[near])
-        if self.framing is None:
-            arrays["segment"] = self.segment[near]
+        arrays["segment"] = self.segment[near]
         if track.mesh.shape[1]:
             arrays["mesh_crop"] = _mesh_in_crop(track.mesh[near], transform)
         return arrays
