@@ -33,3 +33,10 @@ def test_an_unknown_profile_is_one_line_before_any_work(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "unknown profile 'fomm'; profiles: mead-paper, talking-head-25, emote-style" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_talking_head_profiles_export_16k_mono_audio():
+    for name in ("talking-head-25", "emote-style"):
+        audio = load_pipeline(profile=name).audio
+        assert (audio.export, audio.rate, audio.channels, audio.format) == (True, 16000, 1, "wav")
+    assert not load_pipeline(profile="mead-paper").audio.export
