@@ -85,8 +85,8 @@ class Grid:
         if self.n_frames:
             return None
         return (f"the window's {self.source_frames} frame(s) at {self.source_fps} fps "
-                f"({self.source_frames / self.source_fps:.4f} s) hold no frame at {self.fps} fps "
-                f"(needs {1 / self.fps:.4f} s)")
+                f"({float(self.source_frames / self.source_fps):.4f} s) hold no frame at {self.fps} fps "
+                f"(needs {float(1 / self.fps):.4f} s)")
 
 
 def output_grid(t0_s: float, source_frames: int, source_fps: Fraction, config: TimebaseConfig) -> Grid:

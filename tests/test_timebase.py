@@ -138,3 +138,17 @@ def test_a_clip_at_25_fps_is_on_the_grid_and_matches_the_truth_there(prepared_25
     expect = compute_features(audio, sr, take.t0_s, take.n_frames, Fraction(25)).mfcc
     assert mfcc.shape == (take.n_frames, 28)
     np.testing.assert_allclose(mfcc, expect, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_window_shorter_than_one_target_frame_is_too_short_with_the_numbers(tiny_corpus, tmp_path):
+    from meadkit.manifest import read_table
+    from meadkit.prepare import run_prepare
+
+    raw, _ = tiny_corpus
+    run_prepare(raw, tmp_path, load_pipeline(overrides=['timebase.fps="1/3"']), n_jobs=1, progress=False,
+                shards=False, stages=("sync", "features"), emotion="happy")
+    status = read_table(tmp_path / "manifests" / "status.parquet")
+    assert (status.status == "failed").all() and len(status) == 2
+    assert status.error.str.match(r"too_short: the window's \d+ frame\(s\) at \d+/\d+ fps \([\d.]+ s\) hold no "
+                                  r"frame at 1/3 fps \(needs 3.0000 s\)").all()
