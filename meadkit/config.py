@@ -148,14 +148,19 @@ def load_pipeline(path: Optional[Path | str] = None, overrides: Iterable[str] = 
     return Pipeline(**load_tables({name: _config_class(name) for name in STAGES}, "stage", path, overrides))
 
 
-def recorded_stage(text: Optional[str], stage: str) -> Any:
-    """One stage's config from pipeline TOML text recorded beside outputs (a shard set's meta.json keeps the
-    text that made its clips), checked as on load; the stage's defaults where nothing was recorded."""
+def recorded_tables(text: Optional[str]) -> dict[str, dict]:
+    """The tables of pipeline TOML text recorded beside outputs (a shard set's meta.json keeps the text that made
+    its clips), unchecked; none where nothing was recorded."""
     try:
-        tables = tomllib.loads(text or "")
+        return tomllib.loads(text or "")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"the recorded pipeline config is not TOML: {e}") from None
-    return build_table(_config_class(stage), stage, tables.get(stage, {}))
+
+
+def recorded_stage(text: Optional[str], stage: str) -> Any:
+    """One stage's config from recorded pipeline TOML text (`recorded_tables`), checked as on load; the stage's
+    defaults where nothing was recorded."""
+    return build_table(_config_class(stage), stage, recorded_tables(text).get(stage, {}))
 
 
 def build_table(cls: type, table: str, values: dict) -> Any:
