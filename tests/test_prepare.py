@@ -49,7 +49,7 @@ def test_clean_corpus_all_ok_and_complete(prepared):
     assert set(clips["status"]) == {"ok"}, clips[clips.status != "ok"][["take_id", "view", "status", "error"]]
     assert summary.all_ok
     for _, c in clips.iterrows():
-        for col in ("crop_video", "faces_npz", "mfcc_npz"):
+        for col in ("crop_video", "faces_npz", "features_npz"):
             assert (out / c[col]).exists()
     # every view of a take is cut to the same window
     assert (clips.groupby("take_id")["n_frames"].nunique() == 1).all()
