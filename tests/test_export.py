@@ -122,3 +122,20 @@ def test_the_hf_export_loads_with_datasets_and_equals_the_prepared_files(prepare
                 for name in row.feature_sets.split(","):
                     assert np.array_equal(np.asarray(r[name], np.float32), feats[name]), name
                 assert np.array_equal(np.asarray(r["padded"]), feats["padded"])
+
+
+def test_a_sample_npz_holds_every_feature_set(tmp_path):
+    """Clips prepared with mfcc28 and mel80: each sample's npz carries both sets and padded, as in features.npz."""
+    from fakes import make_prepared
+
+    out = tmp_path / "out"
+    make_prepared(out, sets=("mfcc28", "mel80"))
+    export_webdataset(out, tmp_path / "wds")
+    got = _read(split_urls(tmp_path / "wds", "train"))
+    assert got
+    for key, s in got.items():
+        row = _ok_clips(out).loc[key]
+        assert s["json"]["feature_sets"] == "mfcc28,mel80"
+        with np.load(out / row.features_npz) as feats:
+            for name in ("mfcc28", "mel80", "padded"):
+                assert np.array_equal(s["npz"][name], feats[name]), name
