@@ -22,7 +22,7 @@ def copy_sources(out: Path, dest: Path) -> int:
     """Copy every file an export of OUT reads; bytes copied."""
     clips = read_table(out / "manifests" / "clips.parquet")
     clips = clips[clips.status == "ok"]
-    files = sorted({out / p for col in ("crop_video", "faces_npz", "mfcc_npz") for p in clips[col].dropna()})
+    files = sorted({out / p for col in ("crop_video", "faces_npz", "features_npz") for p in clips[col].dropna()})
     for i, f in enumerate(files):
         shutil.copyfile(f, dest / f"{i}{f.suffix}")
     return sum(f.stat().st_size for f in files)

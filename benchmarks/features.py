@@ -2,9 +2,9 @@
 
 - MFCC throughput (x realtime) of meadkit's frame-exact `mead` recipe vs a direct
   librosa.feature.mfcc + delta call (the paper's code), on 60 s of 48 kHz audio;
-- disk per take: one `mfcc.npz` vs the original one-file-per-frame 30x28 windows (written here
+- disk per take: one `features.npz` (mfcc28) vs the original one-file-per-frame 30x28 windows (written here
   as .npy files, not pickles, to be fair and safe), for a typical 4.1 s take and a 60 s one;
-- training-loader window cuts/s: `mfcc_window` vs opening one stored window file per sample.
+- training-loader window cuts/s: `feature_window` vs opening one stored window file per sample.
 
 Run: python benchmarks/features.py
 """
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from meadkit.corpus.names import MEAD_FPS, MEAD_SAMPLE_RATE  # noqa: E402
 from meadkit.media.sources import Source  # noqa: E402
-from meadkit.features import FeaturesConfig, compute_features, mfcc_window, save_features  # noqa: E402
+from meadkit.features import FeaturesConfig, compute_features, feature_window, save_features  # noqa: E402
 from meadkit.media.audio import load_audio, write_audio  # noqa: E402
 
 
@@ -106,12 +106,12 @@ def main():
         t_dec = best_of(lambda: load_audio(Source(str(m4a))), repeats=3)
         print(f"decode 60 s stereo .m4a (load_audio):     {t_dec * 1e3:7.1f} ms  {seconds / t_dec:7.0f}x realtime")
 
-        print("\n== disk per take: one mfcc.npz vs one 30x28 window file per frame ==")
+        print("\n== disk per take: one features.npz vs one 30x28 window file per frame ==")
         for take_s in (124 / float(fps), seconds):
             n = int(round(take_s * fps))
             res = compute_features(y[: int(take_s * sr)], sr, 0.0, n, fps, cfg)
             t0 = time.perf_counter()
-            npz = save_features(res, tmp / f"ours-{n}" / "mfcc.npz")
+            npz = save_features(res, tmp / f"ours-{n}" / "features.npz")
             t_ours = time.perf_counter() - t0
             t0 = time.perf_counter()
             files = write_original_windows(res.mfcc, tmp / f"orig-{n}")
@@ -127,17 +127,17 @@ def main():
         print("\n== training-loader window cuts (60 s take, random frames) ==")
         feats = compute_features(y, sr, 0.0, n_frames, fps, cfg).mfcc
         idx = np.random.default_rng(0).integers(0, n_frames, 200_000).tolist()
-        out = np.empty((cfg.context, cfg.width), np.float32)
-        t_alloc = best_of(lambda: [mfcc_window(feats, i, cfg.context) for i in idx], repeats=3)
-        t_out = best_of(lambda: [mfcc_window(feats, i, cfg.context, out=out) for i in idx], repeats=3)
+        out = np.empty((cfg.context, cfg.widths["mfcc28"]), np.float32)
+        t_alloc = best_of(lambda: [feature_window(feats, i, cfg.context) for i in idx], repeats=3)
+        t_out = best_of(lambda: [feature_window(feats, i, cfg.context, out=out) for i in idx], repeats=3)
         files = sorted((tmp / f"orig-{n_frames}").iterdir())
         few = idx[:5000]
         t_files = best_of(lambda: [np.load(files[i], allow_pickle=False) for i in few], repeats=3)
         r_alloc, r_out, r_files = len(idx) / t_alloc, len(idx) / t_out, len(few) / t_files
-        print(f"mfcc_window (new array):        {r_alloc:10.0f} calls/s")
-        print(f"mfcc_window (out= buffer):      {r_out:10.0f} calls/s")
+        print(f"feature_window (new array):        {r_alloc:10.0f} calls/s")
+        print(f"feature_window (out= buffer):      {r_out:10.0f} calls/s")
         print(f"original: np.load one file each:{r_files:10.0f} calls/s (warm page cache)")
-        print(f"ratio mfcc_window / per-file load: {r_alloc / r_files:.0f}x")
+        print(f"ratio feature_window / per-file load: {r_alloc / r_files:.0f}x")
     finally:
         shutil.rmtree(tmp)
 

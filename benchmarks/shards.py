@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from meadkit.corpus.names import EMOTIONS, MEAD_FPS, VIEWS, TakeKey, emotion_label  # noqa: E402
 from meadkit.media.sources import Source  # noqa: E402
 from meadkit.data import ShardDataset, make_loader  # noqa: E402
-from meadkit.features import FeaturesConfig, mfcc_window  # noqa: E402
+from meadkit.features import FeaturesConfig, feature_window  # noqa: E402
 from meadkit.manifest import write_table  # noqa: E402
 from meadkit.media.video import VideoWriter, iter_frames  # noqa: E402
 from meadkit.runner import Executor  # noqa: E402
@@ -69,7 +69,7 @@ def face_clip(seed: int, n: int):
 
 
 def make_prepared(out: Path, n_clips: int, n_frames: int) -> pd.DataFrame:
-    """A prepared OUT folder per the prepare contract (crop mp4s, faces.npz, mfcc.npz, clips.parquet)."""
+    """A prepared OUT folder per the prepare contract (crop mp4s, faces.npz, features.npz, clips.parquet)."""
     rows = []
     for k in range(n_clips):
         actor, view = ACTORS[k % len(ACTORS)], VIEWS[(k // len(ACTORS)) % 2]
@@ -79,7 +79,7 @@ def make_prepared(out: Path, n_clips: int, n_frames: int) -> pd.DataFrame:
         (out / d).mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(k)
         t = n_frames + k % 7
-        np.savez(out / d / "mfcc.npz", mfcc=rng.normal(size=(t, 28)).astype(np.float32), padded=np.zeros(t, bool))
+        np.savez(out / d / "features.npz", mfcc28=rng.normal(size=(t, 28)).astype(np.float32), padded=np.zeros(t, bool))
         with VideoWriter(str(out / d / f"{view}.mp4"), MEAD_FPS, CROP, CROP, pix_fmt="rgb24") as w:
             for img in face_clip(k, t):
                 w.write(img)
@@ -88,7 +88,8 @@ def make_prepared(out: Path, n_clips: int, n_frames: int) -> pd.DataFrame:
                  score=np.ones(t, np.float32), transform=np.zeros((t, 2, 3), np.float32))
         rows.append(dict(take_id=key.id, actor=actor, gender=actor[0], emotion=emotion, level=key.level, take=key.take,
                          view=view, split="train", status="ok", error=None, n_frames=t, crop_video=str(d / f"{view}.mp4"),
-                         faces_npz=str(d / f"{view}.faces.npz"), mfcc_npz=str(d / "mfcc.npz"), crop_size=CROP))
+                         faces_npz=str(d / f"{view}.faces.npz"), features_npz=str(d / "features.npz"),
+                         feature_sets="mfcc28", crop_size=CROP))
     df = pd.DataFrame(rows)
     write_table(pa.Table.from_pandas(df, preserve_index=False), out / "manifests" / "clips.parquet")
     return df
@@ -161,8 +162,8 @@ class OnTheFlyMp4(Dataset):
         r = self.clips.loc[c]
         with np.load(self.out / r["faces_npz"]) as z:
             lm = z["landmarks_crop"][f] * (SIZE / CROP)
-        with np.load(self.out / r["mfcc_npz"]) as z:
-            window = mfcc_window(z["mfcc"], f, FeaturesConfig().context)
+        with np.load(self.out / r["features_npz"]) as z:
+            window = feature_window(z["mfcc28"], f, FeaturesConfig().context)
         nc = int(self.neutral[i % len(self.neutral)])
         labels = {"emotion": emotion_label(r["emotion"]), "level": r["level"] - 1, "actor": ACTORS.index(r["actor"]),
                   "view": VIEWS.index(r["view"])}
@@ -295,7 +296,7 @@ def main():
         runs["(b) mp4"] = [measure(loader(OnTheFlyMp4(out, clips)), args.mp4_batches)]
 
         shard_files = [work / "shards" / s["name"] / f for s in meta["shards"] for f in s["files"]] + [work / "shards" / "index.parquet"]
-        prepared_files = [out / p for c in ("crop_video", "faces_npz") for p in clips[c]] + [out / p for p in clips["mfcc_npz"].unique()]
+        prepared_files = [out / p for c in ("crop_video", "faces_npz") for p in clips[c]] + [out / p for p in clips["features_npz"].unique()]
         on_disk = {"shards": (disk(shard_files), len(shard_files)), "(a) files": (disk(files), len(files)),
                    "(b) mp4": (disk(prepared_files), len(prepared_files))}
 

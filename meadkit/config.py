@@ -170,14 +170,19 @@ def profile_path(name: str) -> Path:
     return PROFILES[name]
 
 
-def recorded_stage(text: Optional[str], stage: str) -> Any:
-    """One stage's config from pipeline TOML text recorded beside outputs (a shard set's meta.json keeps the
-    text that made its clips), checked as on load; the stage's defaults where nothing was recorded."""
+def recorded_tables(text: Optional[str]) -> dict[str, dict]:
+    """The tables of pipeline TOML text recorded beside outputs (a shard set's meta.json keeps the text that made
+    its clips), unchecked; none where nothing was recorded."""
     try:
-        tables = tomllib.loads(text or "")
+        return tomllib.loads(text or "")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"the recorded pipeline config is not TOML: {e}") from None
-    return build_table(_config_class(stage), stage, tables.get(stage, {}))
+
+
+def recorded_stage(text: Optional[str], stage: str) -> Any:
+    """One stage's config from recorded pipeline TOML text (`recorded_tables`), checked as on load; the stage's
+    defaults where nothing was recorded."""
+    return build_table(_config_class(stage), stage, recorded_tables(text).get(stage, {}))
 
 
 def build_table(cls: type, table: str, values: dict) -> Any:

@@ -1,6 +1,6 @@
-"""torch Dataset over a shard set: per video frame, the face, its MFCC window (30x28: shapes as the shard set's
-meta.json records them), landmarks, labels and a neutral reference face, gathered from memory maps (no per-sample
-file opens, no pickle, flat memory).
+"""torch Dataset over a shard set: per video frame, the face, a window of each chosen feature set (context x width:
+shapes as the shard set's meta.json records them, e.g. 30x28 MFCC), landmarks, labels and a neutral reference face,
+gathered from memory maps (no per-sample file opens, no pickle, flat memory).
 """
 from __future__ import annotations
 
@@ -19,17 +19,23 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 
 from meadkit.config import ConfigError, recorded_stage
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
-from meadkit.features import mfcc_window
+from meadkit.features import feature_window
 from meadkit.shards import ShardError, open_shard, read_index, read_meta, verify_for_reading
 from meadkit.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
 
-def mfcc_window_shape(meta: dict) -> tuple[int, int]:
-    """(context, width) of a shard set's MFCC windows: `features.context` of the pipeline config that made its clips
-    (meta's `pipeline` text; the defaults where none was recorded) and the per-frame width its mfcc arrays hold."""
-    return recorded_stage(meta.get("pipeline"), "features").context, *meta["layout"]["mfcc"]["per_frame_shape"]
+#: The sample key of a feature set's windows where it is not the set's name (the baseline reads `mfcc`).
+SAMPLE_KEYS = {"mfcc28": "mfcc"}
+
+
+def window_shapes(meta: dict) -> dict[str, tuple[int, int]]:
+    """(context, width) of the windows of each feature set a shard set holds: `features.context` of the pipeline
+    config that made its clips (meta's `pipeline` text; the defaults where none was recorded) and the per-frame
+    width of the set's arrays (meta's `layout`)."""
+    context = recorded_stage(meta.get("pipeline"), "features").context
+    return {name: (context, *meta["layout"][name]["per_frame_shape"]) for name in meta["feature_sets"]}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -113,8 +119,10 @@ class _BatchRing:
 class ShardDataset(Dataset):
     """Training samples (one per video frame) of the clips in a shard set that pass the filters.
 
-    A sample is a dict of tensors: `frame` and `neutral` (3,S,S) uint8 RGB, `mfcc` f32 of `mfcc_shape` (context,
-    width: 30x28; rows [i - context//2, i - context//2 + context) of the clip, zero beyond its edges), `landmarks`
+    A sample is a dict of tensors: `frame` and `neutral` (3,S,S) uint8 RGB, one f32 window per chosen feature set
+    (`features`, default every set the shard set holds) under its sample key (`mfcc` for mfcc28, else the set's
+    name) of shape `window_shapes[key]` (context, width: 30x28 for mfcc28; rows [i - context//2, i - context//2 +
+    context) of the clip, zero beyond its edges), `landmarks`
     (68,2) f32 in frame pixels, `valid` and `padded` bool, and int64 `emotion` (paper order), `level`
     (0-based), `actor` (index into `vocab['actors']`), `view` (index into VIEWS). `neutral` is a frame of a
     neutral clip of the same actor and view, fixed per sample by `seed`. `__getitems__` gathers a whole
@@ -133,17 +141,14 @@ class ShardDataset(Dataset):
         size: Optional[int] = None,
         seed: int = 0,
         verify: str = "size",
+        features: Optional[Iterable[str]] = None,
     ):
         self.dir = Path(shards_dir)
         self.meta = verify_for_reading(self.dir, verify) or read_meta(self.dir)
         if size is not None and size != self.meta["size"]:
             raise ShardError(f"{self.dir} holds {self.meta['size']}px frames, not {size}px: shard again with --size {size}")
         self.size, self.seed = self.meta["size"], int(seed)
-        try:
-            #: (context, width) of the `mfcc` windows.
-            self.mfcc_shape = mfcc_window_shape(self.meta)
-        except ConfigError as e:
-            raise ShardError(f"{self.dir / 'meta.json'} records a pipeline config this meadkit refuses: {e}") from None
+        self._init_features(features)
         self.vocab = self.meta["vocab"]
         index = read_index(self.dir)
         usable = index[(index["status"] == "ok") & (index["length"] > 0)].reset_index(drop=True)
@@ -171,6 +176,23 @@ class ShardDataset(Dataset):
         self._pid = os.getpid()
         self._ring: Optional[_BatchRing] = None  # set by make_loader on its own copy
         self._ring_batch = 0
+
+    def _init_features(self, features: Optional[Iterable[str]]) -> None:
+        """The chosen feature sets (`self.features`), their sample keys and window shapes (`self.window_shapes`, by
+        key; `self.mfcc_shape` is mfcc28's, None when it is not chosen)."""
+        try:
+            shapes = window_shapes(self.meta)
+        except ConfigError as e:
+            raise ShardError(f"{self.dir / 'meta.json'} records a pipeline config this meadkit refuses: {e}") from None
+        self.features = tuple(shapes) if features is None else tuple([features] if isinstance(features, str) else features)
+        missing = [name for name in self.features if name not in shapes]
+        if missing or not self.features:
+            raise ShardError(f"{self.dir} holds the feature sets {', '.join(shapes)}; asked for "
+                             f"{', '.join(missing) or 'none'}: shard a prepared OUT made with those sets")
+        self._keys = {name: SAMPLE_KEYS.get(name, name) for name in self.features}
+        #: (context, width) of each chosen set's windows, by sample key.
+        self.window_shapes = {self._keys[name]: shapes[name] for name in self.features}
+        self.mfcc_shape = self.window_shapes.get(SAMPLE_KEYS["mfcc28"])
 
     def _init_neutral(self, usable) -> None:
         """Per (split, actor, view) group: the frames of its neutral clips, to draw reference faces from (of the
@@ -210,7 +232,8 @@ class ShardDataset(Dataset):
 
     def _open(self, k: int) -> dict[str, np.ndarray]:
         """Memory-map shard k once per process; plain ndarray views skip np.memmap's per-access overhead."""
-        maps = self._maps[k] = {n: a.view(np.ndarray) for n, a in open_shard(self.dir, self._shard_names[k]).items()}
+        arrays = ("frames", "landmarks", "valid", "padded", *self.features)
+        maps = self._maps[k] = {n: a.view(np.ndarray) for n, a in open_shard(self.dir, self._shard_names[k], arrays).items()}
         return maps
 
     def _locate(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +263,7 @@ class ShardDataset(Dataset):
         return {
             "frame": ((b, 3, s, s), torch.uint8),
             "neutral": ((b, 3, s, s), torch.uint8),
-            "mfcc": ((b, *self.mfcc_shape), torch.float32),
+            **{key: ((b, *shape), torch.float32) for key, shape in self.window_shapes.items()},
             "landmarks": ((b, 68, 2), torch.float32),
             "valid": ((b,), torch.bool),
             "padded": ((b,), torch.bool),
@@ -266,7 +289,8 @@ class ShardDataset(Dataset):
             o["frame"][j] = m["frames"][p]
             o["neutral"][j] = (self._maps.get(nsh) or self._open(nsh))["frames"][npos]
             o["landmarks"][j] = m["landmarks"][p]
-            mfcc_window(m["mfcc"][a:e], f, self.mfcc_shape[0], out=o["mfcc"][j])
+            for name, key in self._keys.items():
+                feature_window(m[name][a:e], f, self.window_shapes[key][0], out=o[key][j])
         for k in ("valid", "padded"):  # one fancy-index per shard for the 1-byte arrays
             for sh in np.unique(shard).tolist():
                 sel = shard == sh
@@ -277,10 +301,10 @@ class ShardDataset(Dataset):
         return out
 
     def _refuse_non_finite(self, o: dict[str, np.ndarray], shard: np.ndarray, pos: np.ndarray) -> None:
-        """Raise ShardError if a gathered MFCC window, or the landmarks of a valid frame, hold NaN or inf:
+        """Raise ShardError if a gathered feature window, or the landmarks of a valid frame, hold NaN or inf:
         damage no checksum was asked to see (training on it would only report loss=nan)."""
-        bad = {"mfcc": ~np.isfinite(o["mfcc"]).all(axis=(1, 2)),
-               "landmarks": o["valid"] & ~np.isfinite(o["landmarks"]).all(axis=(1, 2))}
+        bad = {name: ~np.isfinite(o[key]).all(axis=(1, 2)) for name, key in self._keys.items()}
+        bad["landmarks"] = o["valid"] & ~np.isfinite(o["landmarks"]).all(axis=(1, 2))
         for k, rows in bad.items():
             if rows.any():
                 j = int(np.flatnonzero(rows)[0])

@@ -1,7 +1,7 @@
 """A prepared OUT as WebDataset tar shards: one sample per clip (take x view), streamable by any WebDataset reader.
 
 A sample's members share its `__key__` (`<take_id>_<view>`): `mp4` the crop video as prepare wrote it, `npz` the
-clip's arrays (the faces arrays of `manifests/faces.md` and the take's `mfcc`/`padded`; no pickle), `json` its
+clip's arrays (the faces arrays of `manifests/faces.md` and the take's feature sets and `padded`; no pickle), `json` its
 labels, split, frame rate, sync figures and provenance, and `wav` the take's clip audio (`audio.wav`, 16-bit PCM)
 where prepare wrote one (`[audio] export`). Shards `DEST/mead-%06d.tar` hold one split each (so a trainer points
 at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard is written
@@ -11,8 +11,8 @@ every sample's shard.
 
 `export_hf` writes the same clips as a Hugging Face `datasets` Parquet dataset: `DEST/data/<split>.parquet`,
 one row per clip with its labels, split, sync figures, the crop video's bytes (`video`), the take's audio.wav
-bytes (`audio`, null where none was prepared) and the per-frame arrays as list columns (`HF_ARRAYS`), loadable
-with `datasets.load_dataset("parquet", data_files=...)`.
+bytes (`audio`, null where none was prepared) and the per-frame arrays as list columns (`FACE_ARRAYS`, the
+feature sets, `padded`), loadable with `datasets.load_dataset("parquet", data_files=...)`.
 """
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ from meadkit.splits import SPLITS
 
 FORMAT = "meadkit-webdataset-1"
 HF_FORMAT = "meadkit-hf-parquet-1"
-#: Per-frame arrays of a clip carried as list columns of the HF rows (from .faces.npz, then mfcc.npz).
-HF_ARRAYS = ("landmarks_src", "landmarks_crop", "valid", "score", "transform", "mfcc", "padded")
+#: Per-frame arrays of a clip's .faces.npz carried as list columns of the HF rows (then those of its features.npz:
+#: each feature set and `padded`).
+FACE_ARRAYS = ("landmarks_src", "landmarks_crop", "valid", "score", "transform")
 HF_ROW_GROUP = 256  # clips per Parquet row group
 SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
@@ -46,7 +47,7 @@ _JSON_MAX = 4096
 #: Clip columns carried into each sample's json.
 JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split", "fps_num", "fps_den",
                 "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames", "found_ratio",
-                "mean_score", "jitter", "face_backend", "crop_size", "mfcc_recipe", "config_hash", "source")
+                "mean_score", "jitter", "face_backend", "crop_size", "feature_sets", "mfcc_recipe", "config_hash", "source")
 
 
 class ExportError(RuntimeError):
@@ -97,9 +98,9 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
 
 def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
     clips = select(load_clips(out), status=["ok"], **filters)
-    clips = clips[clips["crop_video"].notna() & clips["faces_npz"].notna() & clips["mfcc_npz"].notna()]
+    clips = clips[clips["crop_video"].notna() & clips["faces_npz"].notna() & clips["features_npz"].notna()]
     if clips.empty:
-        raise ExportError(f"{out}: no finished clip (status ok, with crop video, faces and MFCC) to export")
+        raise ExportError(f"{out}: no finished clip (status ok, with crop video, faces and audio features) to export")
     order = {s: i for i, s in enumerate(SPLITS)}
     clips = clips.assign(_s=clips["split"].map(order).fillna(len(SPLITS)))
     return clips.sort_values(["_s", "take_id", "view"]).drop(columns="_s").reset_index(drop=True)
@@ -133,8 +134,8 @@ def _member_bytes(n: int) -> int:
 
 def _sample_bytes_at_most(out: Path, row) -> int:
     """An upper bound of a clip's sample in a tar, from its files' sizes (the sample's npz holds the arrays of the
-    faces and MFCC files in one archive, so it is no larger than both; its json is under `_JSON_MAX`)."""
-    arrays = (out / row.faces_npz).stat().st_size + (out / row.mfcc_npz).stat().st_size
+    faces and features files in one archive, so it is no larger than both; its json is under `_JSON_MAX`)."""
+    arrays = (out / row.faces_npz).stat().st_size + (out / row.features_npz).stat().st_size
     audio = _audio(out, row)
     wav = _member_bytes(audio.stat().st_size) if audio else 0
     return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
@@ -150,7 +151,7 @@ def _members(out: Path, row) -> dict[str, bytes]:
     """A clip's sample members by extension."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as merged:  # the arrays' .npy members copied as they are
-        for path in (out / row.faces_npz, out / row.mfcc_npz):
+        for path in (out / row.faces_npz, out / row.features_npz):
             with zipfile.ZipFile(path) as z:
                 for info in z.infolist():
                     merged.writestr(info.filename, z.read(info))
@@ -256,14 +257,14 @@ def _labels(clips: pd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
 
 def _hf_table(out: Path, clips: pd.DataFrame, labels: pa.Schema) -> pa.Table:
     """One row per clip: its json columns (typed by `labels`), `key`, the crop video's and audio.wav's bytes (audio
-    null where none was prepared) and each `HF_ARRAYS`
+    null where none was prepared) and each `hf_arrays`
     array as a list (over frames) of fixed-size lists."""
-    arrays: dict[str, list[np.ndarray]] = {name: [] for name in HF_ARRAYS}
+    arrays: dict[str, list[np.ndarray]] = {name: [] for name in hf_arrays(clips)}
     videos, audios = [], []
     for row in clips.itertuples(index=False):
-        with np.load(out / row.faces_npz, allow_pickle=False) as faces, np.load(out / row.mfcc_npz, allow_pickle=False) as mfcc:
-            for name in HF_ARRAYS:
-                arrays[name].append((faces if name in faces.files else mfcc)[name])
+        with np.load(out / row.faces_npz, allow_pickle=False) as faces, np.load(out / row.features_npz, allow_pickle=False) as feats:
+            for name in arrays:
+                arrays[name].append((faces if name in FACE_ARRAYS else feats)[name])
         videos.append((out / row.crop_video).read_bytes())
         audio = _audio(out, row)
         audios.append(audio.read_bytes() if audio else None)
@@ -275,6 +276,15 @@ def _hf_table(out: Path, clips: pd.DataFrame, labels: pa.Schema) -> pa.Table:
     for name, per_clip in arrays.items():
         columns[name] = _frames_list(per_clip)
     return pa.table(columns)
+
+
+def hf_arrays(clips: pd.DataFrame) -> tuple[str, ...]:
+    """The per-frame arrays of the clips' HF rows: `FACE_ARRAYS`, their feature sets (one choice for all), `padded`."""
+    sets = clips["feature_sets"].unique()
+    if len(sets) != 1:
+        raise ExportError(f"the clips to export hold different feature sets ({', '.join(map(str, sets))}): "
+                          "export one prepare's clips at a time")
+    return (*FACE_ARRAYS, *str(sets[0]).split(","), "padded")
 
 
 def _frames_list(per_clip: list[np.ndarray]) -> pa.Array:

@@ -6,6 +6,7 @@ crop and the audio featurized by the features stage, with the settings that made
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ import numpy as np
 
 from meadkit.config import load_pipeline
 from meadkit.faces import FacesConfig, NoFaceError, align_image
-from meadkit.features import FeaturesConfig, compute_features, mfcc_window
+from meadkit.features import FeaturesConfig, compute_features, feature_window
 from meadkit.media.audio import load_audio
 from meadkit.media.sources import Source
 
@@ -46,13 +47,13 @@ def align_face(image_bgr: np.ndarray, faces_config: Optional[FacesConfig] = None
 
 
 def speech_windows(audio_path: Path | str, fps: Fraction, config: Optional[FeaturesConfig] = None) -> tuple[np.ndarray, int, np.ndarray]:
-    """The recording's samples, rate and one MFCC window per video frame at `fps` (as many frames as the
+    """The recording's samples, rate and one mfcc28 window per video frame at `fps` (as many frames as the
     speech lasts, at least one), computed as the features stage computes a clip's."""
     try:
         samples, sr = load_audio(Source(str(audio_path)))
     except Exception as err:  # MediaError and friends: report, do not trace back
         raise InputError(f"cannot read audio {audio_path}: {err}") from None
-    config = config or FeaturesConfig()
+    config = replace(config or FeaturesConfig(), sets=("mfcc28",))  # the baseline's only input
     n_frames = max(1, math.floor(len(samples) / sr * fps + 0.5))
     mfcc = compute_features(samples, sr, 0.0, n_frames, fps, config).mfcc
-    return samples, sr, np.stack([mfcc_window(mfcc, i, config.context) for i in range(n_frames)])
+    return samples, sr, np.stack([feature_window(mfcc, i, config.context) for i in range(n_frames)])

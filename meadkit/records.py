@@ -235,7 +235,8 @@ class ClipRow(Record):
     crop_size: I32 = None
     crop_video: Str = None
     faces_npz: Str = None
-    mfcc_npz: Str = None
+    features_npz: Str = None
+    feature_sets: Str = None
     mfcc_recipe: Str = None
     padded_rows: I32 = None
     audio_duration_s: F64 = None

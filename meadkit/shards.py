@@ -1,7 +1,7 @@
 """GPU-ready shards: prepared clips -> contiguous, fixed-dtype, memory-mappable arrays with checksums.
 
 Layout of a shard set SHARDS/:
-  shard-00000/{frames,landmarks,mfcc,valid,padded}.npy + shard.json   (one folder per shard)
+  shard-00000/{frames,landmarks,<each feature set>,valid,padded}.npy + shard.json   (one folder per shard)
   index.parquet   one row per selected clip: labels, split, shard, offset, length, status, error
   meta.json       format version, config, vocabularies, per-file byte sizes and sha256 (written last)
   verified.json   [bytes, mtime_ns, sha256] per file of the last passed checksum check (written by readers)
@@ -18,7 +18,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meadkit.atomic import TMP_MARK, atomic_path, disk_error, is_within, tmp_name
-from meadkit.config import check_fields
+from meadkit.config import ConfigError, check_fields, recorded_stage
 from meadkit.corpus.names import PAPER_EMOTIONS, VIEWS, emotion_label
 from meadkit.media.sources import Source
 from meadkit.features import FeaturesConfig
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the on-disk layout changes; readers refuse any other version.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_NAME = "meadkit-shards"
 _VERSION_KEY = b"meadkit.shards.format_version"
 _SHARD_RE = re.compile(r"^shard-(\d{5})$")
@@ -53,9 +53,9 @@ VERIFIED_FILE = "verified.json"
 #: What readers check at open: every sha256 (cached by size and mtime), byte sizes only, or nothing.
 VERIFY_MODES = ("full", "size", "none")
 #: Top-level meta.json keys readers rely on.
-_META_KEYS = ("config", "size", "layout", "vocab", "n_clips", "n_failed", "n_frames", "index", "shards")
+_META_KEYS = ("config", "size", "layout", "feature_sets", "vocab", "n_clips", "n_failed", "n_frames", "index", "shards")
 #: Columns of a clip row that name files under OUT.
-_PATH_COLUMNS = ("crop_video", "faces_npz", "mfcc_npz")
+_PATH_COLUMNS = ("crop_video", "faces_npz", "features_npz")
 
 #: Columns of SHARDS/index.parquet (one row per selected clip). Labels are integer indices into meta.json's
 #: vocabularies; `emotion_label` follows the paper's order (`PAPER_EMOTIONS`); `level` is MEAD's 1..3.
@@ -96,21 +96,31 @@ class ShardConfig:
         check_fields(self, "shards")
 
 
-def array_specs(size: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Per-frame shape and dtype of every shard array (frames are RGB, channels first; the MFCC width is the features
-    stage's, fixed by FeaturesConfig). meta.json's `layout` records them: readers take the widths from there."""
+def array_specs(size: int, widths: dict[str, int]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-frame shape and dtype of every shard array: frames (RGB, channels first), landmarks, one array per feature
+    set (`widths`: set name -> values per frame, `FeaturesConfig.widths`), valid, padded. meta.json's `layout` records
+    them: readers take the sets and widths from there."""
     return {
         "frames": ((3, size, size), "uint8"),
         "landmarks": ((68, 2), "float32"),
-        "mfcc": ((FeaturesConfig().width,), "float32"),
+        **{name: ((width,), "float32") for name, width in widths.items()},
         "valid": ((), "bool"),
         "padded": ((), "bool"),
     }
 
 
-def frame_bytes(size: int) -> int:
-    """Bytes one frame occupies across all shard arrays."""
-    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in array_specs(size).values())
+def frame_bytes(size: int, widths: Optional[dict[str, int]] = None) -> int:
+    """Bytes one frame occupies across all shard arrays (feature sets: `widths`, else the default features')."""
+    specs = array_specs(size, FeaturesConfig().widths if widths is None else widths)
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in specs.values())
+
+
+def recorded_widths(pipeline: Optional[str]) -> dict[str, int]:
+    """The feature sets (and their widths) of the pipeline config text that made the clips (the defaults' if none)."""
+    try:
+        return recorded_stage(pipeline, "features").widths
+    except ConfigError as e:
+        raise ShardError(f"the prepared OUT's config.toml has a [features] table this meadkit refuses: {e}") from None
 
 
 def parse_bytes(text: str | int) -> int:
@@ -139,6 +149,7 @@ class ShardPlan:
     number: int
     clips: list[dict]
     n_frames: int
+    widths: dict[str, int]
     key: str = ""
 
     @property
@@ -154,13 +165,11 @@ def _stat(path: Path) -> Optional[list[int]]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def plan_shards(clips: pd.DataFrame, out_dir: Path | str, config: ShardConfig) -> list[ShardPlan]:
-    """Pack clips (in take_id, view order) into shards of at most `config.shard_bytes`.
-
-    A clip is never split; a clip larger than the bound alone gets a shard of its own.
-    """
+def plan_shards(clips: pd.DataFrame, out_dir: Path | str, config: ShardConfig, widths: dict[str, int]) -> list[ShardPlan]:
+    """Pack clips (in take_id, view order) into shards of at most `config.shard_bytes`, with one array per feature
+    set of `widths`. A clip is never split; a clip larger than the bound alone gets a shard of its own."""
     out_dir = Path(out_dir)
-    per_frame = frame_bytes(config.size)
+    per_frame = frame_bytes(config.size, widths)
     rows = clips.sort_values(["take_id", "view"]).to_dict("records")
     plans: list[ShardPlan] = []
     cur: list[dict] = []
@@ -168,18 +177,19 @@ def plan_shards(clips: pd.DataFrame, out_dir: Path | str, config: ShardConfig) -
     for r in rows:
         t = int(r["n_frames"])
         if cur and (n + t) * per_frame > config.shard_bytes:
-            plans.append(ShardPlan(len(plans), cur, n))
+            plans.append(ShardPlan(len(plans), cur, n, widths))
             cur, n = [], 0
         if t * per_frame > config.shard_bytes:
             log.warning("clip %s/%s (%d frames) exceeds --shard-bytes alone; it gets its own shard", r["take_id"], r["view"], t)
         cur.append(r)
         n += t
     if cur:
-        plans.append(ShardPlan(len(plans), cur, n))
+        plans.append(ShardPlan(len(plans), cur, n, widths))
     for p in plans:
         ident = {
             "format_version": FORMAT_VERSION,
             "size": config.size,
+            "features": widths,
             "clips": [
                 [c["take_id"], c["view"], int(c["n_frames"]), int(c["crop_size"])]
                 + [[c[k], _stat(out_dir / c[k])] for k in _PATH_COLUMNS]
@@ -196,26 +206,29 @@ class _ClipError(ValueError):
     """A prepared clip whose files disagree with the manifest or cannot be read."""
 
 
-def _load_clip_arrays(out_dir: Path, clip: dict, size: int) -> dict[str, np.ndarray]:
-    """Landmarks (scaled to `size`), valid, MFCC, padded of one clip, checked against the manifest's n_frames."""
+def _load_clip_arrays(out_dir: Path, clip: dict, size: int, widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """Landmarks (scaled to `size`), valid, each feature set of `widths`, padded of one clip, checked against the
+    manifest's n_frames and the sets' widths."""
     t = int(clip["n_frames"])
     try:
         with np.load(out_dir / clip["faces_npz"], allow_pickle=False) as z:
             lm, valid = z["landmarks_crop"], z["valid"]
-        with np.load(out_dir / clip["mfcc_npz"], allow_pickle=False) as z:
-            mfcc, padded = z["mfcc"], z["padded"]
+        with np.load(out_dir / clip["features_npz"], allow_pickle=False) as z:
+            feats, padded = {k: z[k] for k in widths}, z["padded"]
     except (OSError, KeyError, ValueError) as e:
         raise _ClipError(f"cannot read clip arrays: {e}") from None
-    mfcc_shape = array_specs(size)["mfcc"][0]
-    for name, a, shape in (("landmarks_crop", lm, (t, 68, 2)), ("valid", valid, (t,)), ("mfcc", mfcc, (t, *mfcc_shape)), ("padded", padded, (t,))):
+    want = [("landmarks_crop", lm, (t, 68, 2)), ("valid", valid, (t,)), ("padded", padded, (t,))]
+    for name, a, shape in want + [(k, a, (t, widths[k])) for k, a in feats.items()]:
         if a.shape != shape:
-            raise _ClipError(f"{name} has shape {a.shape}, manifest n_frames={t} wants {shape}")
-    if not np.isfinite(mfcc).all() or not np.isfinite(lm[valid.astype(bool)]).all():
-        raise _ClipError("mfcc, or landmarks_crop of a valid frame, holds NaN or inf")
+            raise _ClipError(f"{name} has shape {a.shape}, manifest n_frames={t} and the feature sets want {shape}")
+    bad = [k for k, a in feats.items() if not np.isfinite(a).all()]
+    if bad or not np.isfinite(lm[valid.astype(bool)]).all():
+        raise _ClipError(f"{', '.join(bad) or 'landmarks_crop of a valid frame'} holds NaN or inf")
     # Pixel centres sit at integer coordinates: x' = (x + 0.5) * s - 0.5 matches cv2.resize's sampling grid.
     s = size / float(clip["crop_size"])
     lm_scaled = ((lm.astype(np.float64) + 0.5) * s - 0.5).astype(np.float32)
-    return {"landmarks": lm_scaled, "valid": valid.astype(bool), "mfcc": mfcc.astype(np.float32), "padded": padded.astype(bool)}
+    return {"landmarks": lm_scaled, "valid": valid.astype(bool), "padded": padded.astype(bool),
+            **{k: a.astype(np.float32) for k, a in feats.items()}}
 
 
 def resize_frame(image: np.ndarray, size: int) -> np.ndarray:
@@ -301,7 +314,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
     if kept is not None:
         return kept
     cv2.setNumThreads(1)
-    specs = array_specs(config.size)
+    specs = array_specs(config.size, plan.widths)
     tmp = tmp_name(shards_dir / plan.name)
     tmp.mkdir(parents=True)
     try:
@@ -314,7 +327,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
             t = int(c["n_frames"])
             rec = {"take_id": c["take_id"], "view": c["view"], "offset": -1, "length": t, "n_valid": 0, "status": "ok", "error": None}
             try:
-                small = _load_clip_arrays(out_dir, c, config.size)
+                small = _load_clip_arrays(out_dir, c, config.size, plan.widths)
                 _fill_frames(out_dir, c, arrays["frames"][cursor : cursor + t], config.size)
             except _ClipError as e:
                 rec.update(status="error", error=f"{c['take_id']}/{c['view']}: {e}")
@@ -489,7 +502,8 @@ def _swap(stage: Path, shards_dir: Path) -> None:
 def _write_set_files(shards_dir: Path, clips: pd.DataFrame, plans: list[ShardPlan], recs: list[dict], config: ShardConfig,
                      pipeline: Optional[str]) -> dict:
     """index.parquet, then meta.json (last: it makes the folder a finished set) of written shards, with the
-    text of the pipeline config that made the clips (`pipeline`, OUT/config.toml, for generate). Returns meta."""
+    text of the pipeline config that made the clips (`pipeline`, OUT/config.toml: its features settings for the
+    Dataset, all of it for generate) and the feature sets the shards hold. Returns meta."""
     actors = sorted(clips["actor"].unique())
     by_key = {(c["take_id"], c["view"]): (p.number, c) for p, rec in zip(plans, recs) for c in rec["clips"]}
     rows = []
@@ -511,7 +525,8 @@ def _write_set_files(shards_dir: Path, clips: pd.DataFrame, plans: list[ShardPla
         "format_version": FORMAT_VERSION,
         "config": asdict(config),
         "size": config.size,
-        "layout": {k: {"per_frame_shape": list(s), "dtype": d} for k, (s, d) in array_specs(config.size).items()},
+        "layout": {k: {"per_frame_shape": list(s), "dtype": d} for k, (s, d) in array_specs(config.size, plans[0].widths).items()},
+        "feature_sets": list(plans[0].widths),
         "vocab": {"emotions": list(PAPER_EMOTIONS), "actors": actors, "views": list(VIEWS)},
         "n_clips": sum(r["status"] == "ok" for r in rows),
         "n_failed": sum(r["status"] != "ok" for r in rows),
@@ -547,20 +562,21 @@ def build_shards(
         raise NoClipsError("no clips selected: nothing to shard (check the filters / --select file)")
     check_clip_paths(out_dir, clips)
     _check_owned(shards_dir)
+    pipeline = out_dir / "config.toml"
+    pipeline = pipeline.read_text() if pipeline.is_file() else None
+    widths = recorded_widths(pipeline)
     with OutputLock(shards_dir):
-        plans = plan_shards(clips, out_dir, config)
+        plans = plan_shards(clips, out_dir, config, widths)
         stage = _staging(shards_dir)
         needed = 0
         try:
             stage.mkdir(parents=True, exist_ok=True)
             _clean(stage, {p.name for p in plans})
             todo = _reuse(shards_dir, stage, plans)
-            needed = sum(p.n_frames for p in todo) * frame_bytes(config.size)
+            needed = sum(p.n_frames for p in todo) * frame_bytes(config.size, widths)
             _check_space(shards_dir, needed)
             by_name = {rec["name"]: rec for rec in _write_shards(out_dir, stage, config, plans, executor)}
-            pipeline = out_dir / "config.toml"
-            meta = _write_set_files(stage, clips, plans, [by_name[p.name] for p in plans], config,
-                                    pipeline.read_text() if pipeline.is_file() else None)
+            meta = _write_set_files(stage, clips, plans, [by_name[p.name] for p in plans], config, pipeline)
             _swap(stage, shards_dir)
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -679,10 +695,10 @@ def verify_shards(shards_dir: Path | str) -> dict:
     return check_shards(shards_dir, full=True)
 
 
-def open_shard(shards_dir: Path | str, name: str) -> dict[str, np.ndarray]:
-    """Memory-map every array of one shard (read-only; nothing is loaded until touched)."""
+def open_shard(shards_dir: Path | str, name: str, arrays: Iterable[str]) -> dict[str, np.ndarray]:
+    """Memory-map the `arrays` (names of meta.json's `layout`) of one shard (read-only; nothing is loaded until touched)."""
     d = Path(shards_dir) / name
     try:
-        return {k: np.load(d / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in array_specs(1)}
+        return {k: np.load(d / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in arrays}
     except (OSError, ValueError) as e:
         raise ShardError(f"cannot open shard {d}: {e} (re-run `meadkit shard`)") from None

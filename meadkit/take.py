@@ -2,7 +2,7 @@
 
 `STAGES` declares the per-take stages (sync, features, audio, faces): what each needs, what it makes for later stages,
 which clip columns it adds, and its precondition (a take that does not meet it fails with that reason);
-`--until` cuts the list (`stages_until`). A worker (`process_take`) syncs the views, computes the MFCC once for
+`--until` cuts the list (`stages_until`). A worker (`process_take`) syncs the views, computes the audio feature sets once for
 the take's window (and, with `[audio] export`, cuts its audio once), runs the faces stage on each view cut to the window, writes every output under a temporary
 name and commits the take's record last (`OUT/state/takes/<take_id>.json`). A bad take becomes a failed record;
 a full or read-only disk stops the run (`OutputDiskError`) and records nothing for the take it hit.
@@ -122,7 +122,7 @@ def _run_sync(s: TakeState) -> None:
 
 
 def _run_features(s: TakeState) -> None:
-    """The take's MFCC, once, on its window; every clip of the take points at it."""
+    """The take's feature sets, once, on its window; every clip of the take points at them."""
     values, seconds = _timed(_features, s.audio, s.grid, s.pipeline, clip_dir(s.out, s.task.key))
     s.times["features"] += seconds
     for clip in s.clips.values():
@@ -153,7 +153,7 @@ def _run_faces(s: TakeState) -> None:
 
 
 _SYNC_COLUMNS = ("sync_status", "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames")
-_FEATURE_COLUMNS = ("mfcc_npz", "mfcc_recipe", "padded_rows", "audio_duration_s")
+_FEATURE_COLUMNS = ("features_npz", "feature_sets", "mfcc_recipe", "padded_rows", "audio_duration_s")
 _AUDIO_COLUMNS = ("audio_wav", "audio_rate", "audio_padded")
 _FACE_COLUMNS = ("face_backend", "found_ratio", "mean_score", "jitter", "rejected_ratio", "mesh_ratio", "crop_size",
                  "crop_video", "faces_npz")
@@ -291,17 +291,17 @@ def _sync(task: TakeTask, usable: dict[str, RecordingRow], audio: tuple, pipelin
 
 
 def _features(audio: tuple, grid: Grid, pipeline: Pipeline, cdir: Path) -> dict:
-    """Compute and write the take's mfcc.npz (a row per output frame); its clip columns."""
+    """Compute and write the take's features.npz (every configured set, a row per output frame); its clip columns."""
     from meadkit.features import compute_features, feature_row, save_features
 
     audio, sr = audio
     result = compute_features(audio, sr, grid.t0_s, grid.n_frames, grid.fps, pipeline.features)
-    path = cdir / "mfcc.npz"
+    path = cdir / "features.npz"
     save_features(result, path)
     row = feature_row(result)
     return {
-        "mfcc_npz": str(path.relative_to(cdir.parents[2])), "mfcc_recipe": row["recipe"],
-        "padded_rows": row["padded_rows"], "audio_duration_s": row["audio_duration_s"],
+        "features_npz": str(path.relative_to(cdir.parents[2])), "feature_sets": row["feature_sets"],
+        "mfcc_recipe": row["recipe"], "padded_rows": row["padded_rows"], "audio_duration_s": row["audio_duration_s"],
     }
 
 

@@ -1,4 +1,4 @@
-"""A tiny hand-made prepared OUT folder (crop mp4s, faces.npz, mfcc.npz, clips.parquet) for shard/data/baseline tests."""
+"""A tiny hand-made prepared OUT folder (crop mp4s, faces.npz, features.npz, clips.parquet) for shard/data/baseline tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from meadkit.corpus.names import MEAD_FPS, TakeKey
+from meadkit.features import FeaturesConfig
 from meadkit.media.sources import Source
 from meadkit.manifest import write_table
 from meadkit.media.audio import write_audio
@@ -35,15 +36,20 @@ def _frame(seed: int, i: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def make_prepared(out: Path, clips=CLIPS) -> pd.DataFrame:
-    """A tiny prepared OUT folder following the prepare contract: crop mp4s, faces.npz, mfcc.npz, clips.parquet."""
-    rows = []
+def make_prepared(out: Path, clips=CLIPS, sets=("mfcc28",)) -> pd.DataFrame:
+    """A tiny prepared OUT folder following the prepare contract: crop mp4s, faces.npz, features.npz (random rows of
+    each feature set of `sets`), clips.parquet, and a config.toml recording `sets` unless they are the default."""
+    rows, widths = [], FeaturesConfig(sets=sets).widths
+    out.mkdir(parents=True, exist_ok=True)
+    if sets != FeaturesConfig().sets:
+        (out / "config.toml").write_text(f"[features]\nsets = {list(sets)!r}\n".replace("'", '"'))
     for n, (actor, emotion, level, take, views, t, split) in enumerate(clips):
         key = TakeKey(actor, emotion, level, take)
         d = Path("clips") / actor / key.id
         (out / d).mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(n)
-        np.savez(out / d / "mfcc.npz", mfcc=rng.normal(size=(t, 28)).astype(np.float32), padded=rng.random(t) < 0.2)
+        feats = {name: rng.normal(size=(t, w)).astype(np.float32) for name, w in widths.items()}
+        np.savez(out / d / "features.npz", **feats, padded=rng.random(t) < 0.2)
         for v, view in enumerate(views):
             seed = n * 7 + v
             with VideoWriter(str(out / d / f"{view}.mp4"), MEAD_FPS, CROP, CROP, pix_fmt="rgb24") as w:
@@ -54,23 +60,25 @@ def make_prepared(out: Path, clips=CLIPS) -> pd.DataFrame:
                      score=np.ones(t, np.float32), transform=np.zeros((t, 2, 3), np.float32))
             rows.append(dict(take_id=key.id, actor=actor, gender=actor[0], emotion=emotion, level=level, take=take, view=view,
                              split=split, status="ok", error=None, n_frames=t, crop_video=str(d / f"{view}.mp4"),
-                             faces_npz=str(d / f"{view}.faces.npz"), mfcc_npz=str(d / "mfcc.npz"), crop_size=CROP))
+                             faces_npz=str(d / f"{view}.faces.npz"), features_npz=str(d / "features.npz"),
+                             feature_sets=",".join(sets), crop_size=CROP))
     df = pd.DataFrame(rows)
     write_table(pa.Table.from_pandas(df, preserve_index=False), out / "manifests" / "clips.parquet")
     return df
 
 
 def expected_clip(out: Path, row: dict, size: int = SIZE) -> dict:
-    """What a shard must hold for one clip: decoded crop frames resized (CHW), scaled landmarks, MFCC."""
+    """What a shard must hold for one clip, by shard array: decoded crop frames resized (CHW), scaled landmarks, each
+    feature set, valid, padded."""
     frames = np.stack([resize_frame(f.image, size).transpose(2, 0, 1)
                        for f in iter_frames(Source(str(out / row["crop_video"])), pix_fmt="rgb24")])
     with np.load(out / row["faces_npz"]) as z:
         lm, valid = z["landmarks_crop"], z["valid"]
-    with np.load(out / row["mfcc_npz"]) as z:
-        mfcc, padded = z["mfcc"], z["padded"]
+    with np.load(out / row["features_npz"]) as z:
+        feats = {k: z[k] for k in z.files}
     s = size / row["crop_size"]
     return {"frames": frames, "landmarks": ((lm.astype(np.float64) + 0.5) * s - 0.5).astype(np.float32),
-            "valid": valid, "mfcc": mfcc, "padded": padded}
+            "valid": valid, **feats}
 
 
 #: Sample rate of the tone test media below (MEAD's).

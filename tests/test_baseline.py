@@ -318,3 +318,30 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["split"] == "test" and metrics["n_available"] == 18  # the one test clip (M003 sad, 18 frames)
+
+
+@pytest.mark.parametrize("pipeline, says", [
+    ("[timebase]\nfps = 25\n", "[timebase] fps = 25 (the paper's: 'source')"),
+    ("[faces]\ncrop = \"fixed\"\n", "[faces] crop = 'fixed' (the paper's: 'aligned')"),
+    ("[features]\nsets = [\"mel80\"]\n", "feature sets mel80 lack mfcc28"),
+    ("[timebase]\nfps = \"source\"\n[faces]\ncrop = \"aligned\"\n", None),
+])
+def test_train_refuses_shards_not_made_with_the_papers_recipe(shard_set, tmp_path, pipeline, says):
+    """A recorded [timebase] fps other than "source", [faces] crop other than "aligned", or a shard set without
+    mfcc28 is refused in one line (exit code 1, no traceback); missing tables mean the paper's settings."""
+    from meadkit.baseline.batch import check_paper_recipe
+    from meadkit.cli import main
+
+    shards = tmp_path / "shards"
+    shutil.copytree(shard_set, shards)
+    meta = json.loads((shards / "meta.json").read_text())
+    meta["pipeline"] = pipeline
+    if "mel80" in pipeline:
+        meta["feature_sets"] = ["mel80"]
+    (shards / "meta.json").write_text(json.dumps(meta))
+    if says is None:
+        check_paper_recipe(meta, shards)
+        return
+    r = CliRunner().invoke(main, ["train", str(shards), "-o", str(tmp_path / "run"), "--verify", "none"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "run").exists()
+    assert r.output.count("\n") == 1 and says in r.output and "paper's recipe" in r.output, r.output

@@ -44,7 +44,7 @@ def test_every_sample_equals_the_prepared_clip_outputs(shard_set, expected):
             j = seen + f
             np.testing.assert_array_equal(batch["frame"][j].numpy(), exp["frames"][f])
             np.testing.assert_array_equal(batch["landmarks"][j].numpy(), exp["landmarks"][f])
-            np.testing.assert_array_equal(batch["mfcc"][j].numpy(), _window(exp["mfcc"], f))
+            np.testing.assert_array_equal(batch["mfcc"][j].numpy(), _window(exp["mfcc28"], f))
             assert batch["valid"][j] == exp["valid"][f] and batch["padded"][j] == exp["padded"][f]
             assert batch["emotion"][j] == emotion_label(row["emotion"]) and batch["level"][j] == row["level"] - 1
             assert ds.vocab["actors"][batch["actor"][j]] == row["actor"] and VIEWS[batch["view"][j]] == row["view"]
@@ -190,14 +190,14 @@ def test_balanced_sampler_evens_out_emotions(shard_set):
 
 
 def _rewritten(shard_set, d, mfcc=lambda a: a, pipeline=None):
-    """A copy of `shard_set` in `d` whose mfcc arrays are `mfcc(array)` and whose meta.json records them (layout)
+    """A copy of `shard_set` in `d` whose mfcc28 arrays are `mfcc(array)` and whose meta.json records them (layout)
     and `pipeline` as the config that made it."""
     shutil.copytree(shard_set, d)
     meta = json.loads((d / "meta.json").read_text())
     for s in meta["shards"]:
-        path = d / s["name"] / "mfcc.npy"
+        path = d / s["name"] / "mfcc28.npy"
         np.save(path, np.ascontiguousarray(mfcc(np.load(path))))
-    meta["layout"]["mfcc"]["per_frame_shape"] = list(np.load(d / meta["shards"][0]["name"] / "mfcc.npy").shape[1:])
+    meta["layout"]["mfcc28"]["per_frame_shape"] = list(np.load(d / meta["shards"][0]["name"] / "mfcc28.npy").shape[1:])
     meta["pipeline"] = pipeline
     (d / "meta.json").write_text(json.dumps(meta))
     return d
@@ -219,3 +219,45 @@ def test_the_window_context_comes_from_the_recorded_pipeline(shard_set, tmp_path
     assert ShardDataset(_rewritten(shard_set, tmp_path / "a", pipeline=made_with), verify="none").mfcc_shape == (30, 28)
     with pytest.raises(ShardError, match="features.context = 20: must be one of 30"):
         ShardDataset(_rewritten(shard_set, tmp_path / "b", pipeline="[features]\ncontext = 20\n"), verify="none")
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory):
+    """(OUT, shard set) of a tiny prepared folder made with both feature sets (mfcc28 and mel80)."""
+    from fakes import make_prepared
+    from meadkit.shards import ShardConfig, build_shards
+
+    out, d = tmp_path_factory.mktemp("out2"), tmp_path_factory.mktemp("shards2")
+    make_prepared(out, sets=("mfcc28", "mel80"))
+    build_shards(out, d, ShardConfig(size=SIZE))
+    return out, d
+
+
+def test_shards_and_samples_follow_the_feature_sets(two_sets, expected):
+    """Each set is its own shard array (meta.json lists it with its width); a sample holds a window of each chosen
+    set under its key (mfcc28 as `mfcc`), by default every set the shard set holds."""
+    from meadkit.shards import read_meta
+
+    out, d = two_sets
+    meta = read_meta(d)
+    assert meta["feature_sets"] == ["mfcc28", "mel80"]
+    assert meta["layout"]["mfcc28"]["per_frame_shape"] == [28] and meta["layout"]["mel80"]["per_frame_shape"] == [80]
+    assert {"mfcc28.npy", "mel80.npy"} <= set(meta["shards"][0]["files"])
+    both, mel = ShardDataset(d), ShardDataset(d, features=("mel80",))
+    assert both.window_shapes == {"mfcc": (30, 28), "mel80": (30, 80)} and mel.window_shapes == {"mel80": (30, 80)}
+    assert mel.mfcc_shape is None and "mfcc" not in mel[0]
+    idx = list(range(len(both)))
+    got, only = both.batch(idx), mel.batch(idx)
+    assert torch.equal(got["mel80"], only["mel80"]) and set(got) - set(only) == {"mfcc"}
+    seen = 0
+    for _, clip in both.clips.iterrows():
+        row = next(r for r, _ in expected.values() if (r["take_id"], r["view"]) == (clip["take_id"], clip["view"]))
+        with np.load(out / row["features_npz"]) as z:
+            m, f = z["mel80"], z["mfcc28"]
+        for i in range(row["n_frames"]):
+            padded = np.concatenate([np.zeros((15, 80), np.float32), m, np.zeros((15, 80), np.float32)])
+            np.testing.assert_array_equal(got["mel80"][seen + i].numpy(), padded[i : i + 30])
+            np.testing.assert_array_equal(got["mfcc"][seen + i].numpy(), _window(f, i))
+        seen += row["n_frames"]
+    with pytest.raises(ShardError, match="holds the feature sets mfcc28, mel80; asked for mel40"):
+        ShardDataset(d, features=("mel40",))

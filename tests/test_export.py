@@ -42,8 +42,9 @@ def test_every_sample_equals_the_prepared_files_and_each_shard_holds_one_split(p
     for key, s in seen.items():
         row = clips.loc[key]
         assert s["mp4"] == (out / row.crop_video).read_bytes()
-        with np.load(out / row.faces_npz) as faces, np.load(out / row.mfcc_npz) as mfcc:
-            want = dict(faces) | {"mfcc": mfcc["mfcc"], "padded": mfcc["padded"]}
+        with np.load(out / row.faces_npz) as faces, np.load(out / row.features_npz) as feats:
+            want = dict(faces) | dict(feats)
+        assert set(feats) == {*row.feature_sets.split(","), "padded"}
         assert set(s["npz"]) == set(want)
         for name, array in want.items():
             assert s["npz"][name].dtype == array.dtype and np.array_equal(s["npz"][name], array, equal_nan=True), name
@@ -68,7 +69,7 @@ def test_split_by_node_and_worker_give_every_sample_once(prepared, tmp_path):
 def test_shards_are_bounded_and_a_rerun_keeps_finished_ones_byte_for_byte(prepared, tmp_path):
     out, _ = prepared
     dest = tmp_path / "wds"
-    sizes = [sum((out / p).stat().st_size for p in files) for files in _ok_clips(out)[["crop_video", "faces_npz", "mfcc_npz"]].values]
+    sizes = [sum((out / p).stat().st_size for p in files) for files in _ok_clips(out)[["crop_video", "faces_npz", "features_npz"]].values]
     bound = int(2.5 * max(sizes)) + 20 * 512  # about two samples a shard
     first = export_webdataset(out, dest, ExportConfig(shard_bytes=bound))
     shards = sorted(dest.glob("mead-*.tar"))
@@ -120,11 +121,12 @@ def test_the_hf_export_loads_with_datasets_and_equals_the_prepared_files(prepare
             row = clips.loc[r["key"]]
             assert r["split"] == split == row.split and (r["take_id"], r["view"], r["level"]) == (row.take_id, row.view, row.level)
             assert r["video"] == (out / row.crop_video).read_bytes()
-            with np.load(out / row.faces_npz) as faces, np.load(out / row.mfcc_npz) as mfcc:
+            with np.load(out / row.faces_npz) as faces, np.load(out / row.features_npz) as feats:
                 for name in ("landmarks_src", "landmarks_crop", "valid", "score", "transform"):
                     assert np.array_equal(np.asarray(r[name], faces[name].dtype), faces[name], equal_nan=True), name
-                assert np.array_equal(np.asarray(r["mfcc"], np.float32), mfcc["mfcc"])
-                assert np.array_equal(np.asarray(r["padded"]), mfcc["padded"])
+                for name in row.feature_sets.split(","):
+                    assert np.array_equal(np.asarray(r[name], np.float32), feats[name]), name
+                assert np.array_equal(np.asarray(r["padded"]), feats["padded"])
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +165,20 @@ def test_the_hf_rows_carry_the_wav_bytes_or_null(with_audio, tmp_path):
     for r in rows:
         rel = clips.loc[r["key"], "audio_wav"]
         assert r["audio"] == ((out / rel).read_bytes() if isinstance(rel, str) else None), r["key"]
+
+
+def test_a_sample_npz_holds_every_feature_set(tmp_path):
+    """Clips prepared with mfcc28 and mel80: each sample's npz carries both sets and padded, as in features.npz."""
+    from fakes import make_prepared
+
+    out = tmp_path / "out"
+    make_prepared(out, sets=("mfcc28", "mel80"))
+    export_webdataset(out, tmp_path / "wds")
+    got = _read(split_urls(tmp_path / "wds", "train"))
+    assert got
+    for key, s in got.items():
+        row = _ok_clips(out).loc[key]
+        assert s["json"]["feature_sets"] == "mfcc28,mel80"
+        with np.load(out / row.features_npz) as feats:
+            for name in ("mfcc28", "mel80", "padded"):
+                assert np.array_equal(s["npz"][name], feats[name]), name

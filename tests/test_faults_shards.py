@@ -53,7 +53,7 @@ def work(prepared, tmp_path):
 def _change_a_clip(work: Path, clips) -> None:
     """New MFCC for the last clip, so a rebuild must rewrite its shard."""
     row = clips.iloc[-1].to_dict()
-    np.savez(work / row["mfcc_npz"], mfcc=np.full((row["n_frames"], 28), 7.0, np.float32), padded=np.zeros(row["n_frames"], bool))
+    np.savez(work / row["features_npz"], mfcc28=np.full((row["n_frames"], 28), 7.0, np.float32), padded=np.zeros(row["n_frames"], bool))
 
 
 # ---------------------------------------------------------------- 2: full disk
@@ -105,7 +105,7 @@ def _nan_mfcc(shard_set: Path, tmp_path: Path) -> Path:
     d = tmp_path / "nan"
     shutil.copytree(shard_set, d)
     (d / VERIFIED_FILE).unlink(missing_ok=True)
-    m = np.load(d / "shard-00000" / "mfcc.npy", mmap_mode="r+")
+    m = np.load(d / "shard-00000" / "mfcc28.npy", mmap_mode="r+")
     m[:] = np.nan
     m.flush()
     del m
@@ -114,14 +114,14 @@ def _nan_mfcc(shard_set: Path, tmp_path: Path) -> Path:
 
 def test_nan_altered_shard_is_refused_by_default_and_by_train_and_evaluate(shard_set, tmp_path):
     d = _nan_mfcc(shard_set, tmp_path)
-    with pytest.raises(ShardError, match="shard-00000/mfcc.npy: sha256 checksum mismatch"):
+    with pytest.raises(ShardError, match="shard-00000/mfcc28.npy: sha256 checksum mismatch"):
         verify_for_reading(d, "full")
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", str(d), "-o", str(run), "--steps", "1"])
-    assert r.exit_code != 0 and "shard-00000/mfcc.npy: sha256 checksum mismatch" in r.output
+    assert r.exit_code != 0 and "shard-00000/mfcc28.npy: sha256 checksum mismatch" in r.output
     assert not list(run.glob("*.pt"))
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path), str(d)])
-    assert r.exit_code != 0 and "shard-00000/mfcc.npy: sha256 checksum mismatch" in r.output
+    assert r.exit_code != 0 and "shard-00000/mfcc28.npy: sha256 checksum mismatch" in r.output
 
 
 def test_verify_none_opts_out_of_checksums_but_nan_values_are_still_refused(shard_set, tmp_path):
@@ -129,7 +129,7 @@ def test_verify_none_opts_out_of_checksums_but_nan_values_are_still_refused(shar
     assert verify_for_reading(d, "none") is None and verify_for_reading(d, "size")["size"] == SIZE
     ds = ShardDataset(d, verify="none")
     first = int(np.flatnonzero(ds.clips["shard"].to_numpy() == 0)[0])
-    with pytest.raises(ShardError, match=r"shard-00000: mfcc.npy holds NaN or inf near row \d+"):
+    with pytest.raises(ShardError, match=r"shard-00000: mfcc28.npy holds NaN or inf near row \d+"):
         ds[int(ds._c_start[first])]
 
 
@@ -161,10 +161,10 @@ def test_a_prepared_clip_with_nan_mfcc_becomes_an_error_row(prepared, tmp_path):
     work = tmp_path / "out"
     shutil.copytree(out, work)
     row = clips.iloc[0].to_dict()
-    with np.load(work / row["mfcc_npz"]) as z:
-        mfcc, padded = z["mfcc"].copy(), z["padded"]
+    with np.load(work / row["features_npz"]) as z:
+        mfcc, padded = z["mfcc28"].copy(), z["padded"]
     mfcc[3, 5] = np.nan
-    np.savez(work / row["mfcc_npz"], mfcc=mfcc, padded=padded)
+    np.savez(work / row["features_npz"], mfcc28=mfcc, padded=padded)
     build_shards(work, tmp_path / "s", CFG)
     index = shards.read_index(tmp_path / "s")
     bad = index[index["take_id"] == row["take_id"]]  # both views share the take's MFCC
@@ -233,7 +233,7 @@ def _shard_select(out: Path, rows, tmp_path: Path):
 
 @pytest.mark.parametrize("change", [
     {"take_id": "M999_happy_3_001"},          # a clip this OUT does not have
-    {"mfcc_npz": "../other/mfcc.npz"},          # a path escaping OUT
+    {"features_npz": "../other/features.npz"},          # a path escaping OUT
     {"faces_npz": "/etc/passwd"},               # an absolute path
     {"n_frames": 999},                          # another OUT's (or an older prepare's) row
 ])

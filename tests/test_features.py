@@ -1,19 +1,22 @@
-"""Audio features: equality with the paper's librosa recipe, frame-exact placement, edge cases, storage."""
+"""Audio features: equality with the paper's librosa recipe (mfcc28) and librosa's mel spectrogram (mel80),
+frame-exact placement, edge cases, storage."""
 from fractions import Fraction
 
 import librosa
 import numpy as np
 import pytest
+import soxr
 
 from meadkit.atomic import TMP_MARK
 from meadkit.corpus.names import MEAD_FPS
 from meadkit.media.sources import Source
+from meadkit.config import ConfigError, load_pipeline
 from meadkit.features import (
     FeaturesConfig,
     compute_features,
     feature_row,
     load_features,
-    mfcc_window,
+    feature_window,
     save_features,
 )
 from meadkit.media.audio import load_audio, write_audio
@@ -190,31 +193,118 @@ def test_mfcc_window_equals_pad15_and_slice(n_rows):
     out = np.full((30, 28), np.nan, np.float32)  # reused buffer with stale contents
     for i in range(n_rows):
         want = padded[i : i + 30]  # original code: rows [i - 15, i + 15)
-        np.testing.assert_array_equal(mfcc_window(feats, i, 30), want)
-        assert mfcc_window(feats, i, 30, out=out) is out
+        np.testing.assert_array_equal(feature_window(feats, i, 30), want)
+        assert feature_window(feats, i, 30, out=out) is out
         np.testing.assert_array_equal(out, want)
     with pytest.raises(IndexError):
-        mfcc_window(feats, n_rows, 30)
+        feature_window(feats, n_rows, 30)
 
 
 def test_save_load_roundtrip_without_pickle(tmp_path):
     y = speechlike(48000, 1.0)
-    res = compute_features(y, 48000, 0.05, 40, MEAD_FPS)
-    path = save_features(res, tmp_path / "clip" / "mfcc.npz")
+    res = compute_features(y, 48000, 0.05, 40, MEAD_FPS, FeaturesConfig(sets=("mfcc28", "mel80")))
+    path = save_features(res, tmp_path / "clip" / "features.npz")
     assert not list(tmp_path.rglob(f"*{TMP_MARK}*"))
     with np.load(path, allow_pickle=False) as z:
-        assert sorted(z.files) == ["mfcc", "padded"]
-    mfcc, padded = load_features(path)
-    np.testing.assert_array_equal(mfcc, res.mfcc)
-    np.testing.assert_array_equal(padded, res.padded)
+        assert sorted(z.files) == ["mel80", "mfcc28", "padded"]
+    got = load_features(path)
+    assert got["mfcc28"].shape == (40, 28) and got["mel80"].shape == (40, 80) and got["mel80"].dtype == np.float32
+    for k in ("mfcc28", "mel80"):
+        np.testing.assert_array_equal(got[k], res.arrays[k])
+    np.testing.assert_array_equal(got["padded"], res.padded)
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
-    with pytest.raises(ValueError, match="not a meadkit mfcc.npz"):
+    with pytest.raises(ValueError, match="not a meadkit features.npz"):
         load_features(tmp_path / "bad.npz")
+    np.savez(tmp_path / "old.npz", mfcc=res.mfcc, padded=res.padded)  # the former mfcc.npz
+    with pytest.raises(ValueError, match="holds \\['mfcc', 'padded'\\]"):
+        load_features(tmp_path / "old.npz")
 
 
 def test_feature_row_columns():
     res = compute_features(speechlike(44100, 0.8), 44100, 0.0, 30, MEAD_FPS)
     row = feature_row(res)
-    assert set(row) == {"recipe", "rows", "padded_rows", "audio_duration_s", "sample_rate", "normalize_per_frame"}
-    assert row["rows"] == 30 and row["sample_rate"] == 44100 and row["recipe"] == "mead"
+    assert set(row) == {"feature_sets", "recipe", "rows", "padded_rows", "audio_duration_s", "sample_rate",
+                        "normalize_per_frame"}
+    assert row["rows"] == 30 and row["sample_rate"] == 44100 and row["recipe"] == "mead" and row["feature_sets"] == "mfcc28"
     assert row["padded_rows"] == int(res.padded.sum()) and row["audio_duration_s"] == pytest.approx(0.8, abs=1e-4)
+    mel = feature_row(compute_features(speechlike(44100, 0.8), 44100, 0.0, 30, MEAD_FPS, FeaturesConfig(sets=("mel80",))))
+    assert mel["feature_sets"] == "mel80" and mel["recipe"] is None
+
+
+# ---------------------------------------------------------------- mel80
+
+MEL = FeaturesConfig(sets=("mel80",))
+
+
+def librosa_log_mel(y: np.ndarray, sr: int = 16000) -> np.ndarray:
+    """(rows, 80): librosa's own mel spectrogram with EAT's framing (hop = win = 640 at 16 kHz, n_fft 2048), then
+    log(max(mel, 1e-5))."""
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=640, win_length=640, center=True,
+                                         power=2.0, n_mels=80)
+    return np.log(np.maximum(mel, 1e-5)).T
+
+
+def test_mel80_equals_librosa_melspectrogram_on_its_hop_grid():
+    """At 16 kHz, t0 = 0 and 25 fps the exact centres i * 640 are librosa's hop grid: the rows are librosa's."""
+    y = speechlike(16000, 3.0)
+    res = compute_features(y, 16000, 0.0, 75, Fraction(25), MEL)
+    ref = librosa_log_mel(y)[:75]
+    assert res.arrays["mel80"].shape == (75, 80) and res.arrays["mel80"].dtype == np.float32
+    assert np.abs(res.arrays["mel80"] - ref).max() <= 1e-4
+    # the window (640 samples) of row 0 starts 320 samples before the audio: padded; the last rows lie inside
+    assert res.padded[0] and not res.padded[1:].any()
+
+
+def one_frame_log_mel(y: np.ndarray, centre: int, sr: int = 16000, n_fft: int = 2048, win: int = 640) -> np.ndarray:
+    """One row computed directly: n_fft samples centred on sample `centre` (zeros outside y), a periodic Hann of
+    `win` samples in the middle, |rfft|^2, librosa's mel filters, log(max(., 1e-5))."""
+    frame = np.zeros(n_fft, np.float64)
+    lo = centre - n_fft // 2
+    a, b = max(lo, 0), min(lo + n_fft, len(y))
+    frame[a - lo : b - lo] = y[a:b]
+    window = np.zeros(n_fft)
+    start = (n_fft - win) // 2
+    window[start : start + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    power = np.abs(np.fft.rfft(frame * window)) ** 2
+    return np.log(np.maximum(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=80) @ power, 1e-5))
+
+
+def test_mel80_rows_are_centred_at_the_stated_instant_off_the_hop_grid():
+    """At a fractional t0 and 30000/1001 fps, row i is the single frame centred on round((t0 + i / fps) * 16000),
+    with one frame's samples (round(16000 / fps) = 534) as its window."""
+    y, fps, t0 = speechlike(16000, 2.0, seed=3), Fraction(30000, 1001), Fraction(3137, 10000)
+    res = compute_features(y, 16000, float(t0), 40, fps, MEL).arrays["mel80"]
+    for i in (0, 1, 17, 39):
+        centre = round((t0 + i / fps) * 16000)
+        np.testing.assert_allclose(res[i], one_frame_log_mel(y, centre, win=534), atol=1e-4, err_msg=f"row {i}")
+
+
+def test_mel80_resamples_to_mel_rate_with_soxr():
+    """48 kHz audio is resampled (soxr VHQ) to 16 kHz first: the rows equal those of the resampled signal."""
+    y = speechlike(48000, 2.0, seed=4)
+    res = compute_features(y, 48000, 0.0, 50, Fraction(25), MEL).arrays["mel80"]
+    want = compute_features(soxr.resample(y, 48000, 16000, quality="VHQ"), 16000, 0.0, 50, Fraction(25), MEL).arrays["mel80"]
+    np.testing.assert_array_equal(res, want)
+    both = compute_features(y, 48000, 0.0, 50, Fraction(25), FeaturesConfig(sets=("mfcc28", "mel80")))
+    np.testing.assert_array_equal(both.arrays["mel80"], res)
+    np.testing.assert_array_equal(both.mfcc, compute_features(y, 48000, 0.0, 50, Fraction(25)).mfcc)
+
+
+@pytest.mark.parametrize("override, says", [
+    ("features.sets=['mfcc28', 'mel40']", "features.sets = 'mel40': must be one of mfcc28, mel80"),
+    ("features.sets=[]", "features.sets = []: name one or more of mfcc28, mel80"),
+    ("features.sets=['mel80', 'mel80']", "once each"),
+    ("features.mel_rate=0", "features.mel_rate = 0: must be >= 1"),
+    ("features.mel_win=4096", "features.mel_win = 4096: must be <= features.mel_n_fft (2048)"),
+    ("features.mel_fmax=9000.0", "mel_fmax <= mel_rate / 2"),
+])
+def test_bad_feature_sets_and_mel_settings_are_one_line_errors(override, says):
+    with pytest.raises(ConfigError, match=None) as e:
+        load_pipeline(overrides=[override])
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mel_window_of_one_frame_must_fit_n_fft():
+    """mel_win = 0 is one video frame at mel_rate: at 5 fps that is 3200 samples, more than n_fft = 2048."""
+    with pytest.raises(ValueError, match="3200 samples at 16000 Hz, more than mel_n_fft = 2048"):
+        compute_features(speechlike(16000, 1.0), 16000, 0.0, 5, Fraction(5), MEL)

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -49,7 +50,7 @@ def test_clean_corpus_all_ok_and_complete(prepared):
     assert set(clips["status"]) == {"ok"}, clips[clips.status != "ok"][["take_id", "view", "status", "error"]]
     assert summary.all_ok
     for _, c in clips.iterrows():
-        for col in ("crop_video", "faces_npz", "mfcc_npz"):
+        for col in ("crop_video", "faces_npz", "features_npz"):
             assert (out / c[col]).exists()
     # every view of a take is cut to the same window
     assert (clips.groupby("take_id")["n_frames"].nunique() == 1).all()
@@ -72,6 +73,28 @@ def test_config_change_redoes_takes(prepared, tmp_path):
                         actor=[read_table(out / "manifests" / "clips.parquet")["actor"].iloc[0]], emotion=["neutral"])
     assert other.takes_run == other.takes_total > 0
     assert set(read_table(tmp_path / "o" / "manifests" / "clips.parquet")["crop_size"]) == {128}
+
+
+def test_both_feature_sets_are_written_on_the_synced_grid(prepared, tmp_path):
+    """With sets mfcc28 and mel80 a take's features.npz holds both, row for row with the clip's frames; the mfcc28
+    rows are those of the default pipeline's."""
+    from meadkit.features import load_features
+    from meadkit.take import stages_until
+
+    raw, _, out, _ = prepared
+    actor = read_table(out / "manifests" / "clips.parquet")["actor"].iloc[0]
+    run_prepare(raw, tmp_path / "o", load_pipeline(overrides=["features.sets=mfcc28,mel80"]), n_jobs=1, progress=False,
+                stages=stages_until("features"), shards=False, actor=[actor], emotion=["neutral"])
+    clips = read_table(tmp_path / "o" / "manifests" / "clips.parquet")
+    clips = clips[clips["features_npz"].notna()]
+    assert len(clips) and set(clips["feature_sets"]) == {"mfcc28,mel80"} and set(clips["mfcc_recipe"]) == {"mead"}
+    default = read_table(out / "manifests" / "clips.parquet").set_index(["take_id", "view"])
+    for c in clips.to_dict("records"):
+        got = load_features(tmp_path / "o" / c["features_npz"])
+        want = load_features(out / default.loc[(c["take_id"], c["view"]), "features_npz"])
+        assert got["mel80"].shape == (c["n_frames"], 80) and np.isfinite(got["mel80"]).all()
+        np.testing.assert_array_equal(got["mfcc28"], want["mfcc28"])
+        assert c["padded_rows"] == got["padded"].sum() and (got["padded"] >= want["padded"]).all()
 
 
 def test_defects_become_status_rows_and_strict_fails(tiny_defects_corpus, tmp_path):

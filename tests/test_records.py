@@ -185,7 +185,7 @@ def _fake_take(monkeypatch, tmp_path, stages, window: TakeSync) -> TakeTask:
     """A task of two views (front cut to `window`, down not) and a missing one, its stages' work faked."""
     monkeypatch.setattr(meadkit.take, "_reference_audio", lambda ref: (np.zeros(100, np.float32), 100))
     monkeypatch.setattr(meadkit.take, "_sync", lambda *a: window)
-    monkeypatch.setattr(meadkit.take, "_features", lambda *a: {"mfcc_npz": "clips/m.npz", "mfcc_recipe": "mead",
+    monkeypatch.setattr(meadkit.take, "_features", lambda *a: {"features_npz": "clips/m.npz", "feature_sets": "mfcc28", "mfcc_recipe": "mead",
                                                                 "padded_rows": 1, "audio_duration_s": 1.0})
     monkeypatch.setattr(meadkit.take, "_faces", lambda *a: {"face_status": "ok", "face_error": None, "face_frames": 20,
                                                              "found_ratio": 1.0, "crop_size": 64, "crop_video": "v.mp4"})

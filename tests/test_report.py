@@ -87,7 +87,7 @@ def _make_out(root: Path) -> Path:
         recordings.append(dict(labels, kind="audio", relpath=str(apath.relative_to(raw)), source_path=str(apath), status="ok",
                                sample_rate=SR, channels=1, audio_duration_s=1.5, has_audio=True))
         mfcc = np.sin(np.arange(CROP_FRAMES)[:, None] / 3 + np.arange(28)[None] / 5).astype(np.float32)
-        np.savez(cdir / "mfcc.npz", mfcc=mfcc, padded=np.arange(CROP_FRAMES) >= CROP_FRAMES - 2)
+        np.savez(cdir / "features.npz", mfcc28=mfcc, padded=np.arange(CROP_FRAMES) >= CROP_FRAMES - 2)
         views_ok = 0
         for j, view in enumerate(VIEWS):
             rel = video_relpath(key.actor, view, key.emotion, key.level, key.take)
@@ -128,7 +128,7 @@ def _make_out(root: Path) -> Path:
                               n_frames=CROP_FRAMES, found_ratio=valid.mean() - 0.05 * j, mean_score=0.9 - 0.01 * n,
                               jitter=0.5 + 0.1 * n, crop_size=CROP, crop_video=crop_rel,
                               faces_npz=f"clips/{key.actor}/{take_id}/{view}.faces.npz",
-                              mfcc_npz=f"clips/{key.actor}/{take_id}/mfcc.npz", mfcc_recipe="mead", padded_rows=2))
+                              features_npz=f"clips/{key.actor}/{take_id}/features.npz", feature_sets="mfcc28", mfcc_recipe="mead", padded_rows=2))
             views_ok += 1
         status.append(dict(take_id=take_id, status="ok" if views_ok == len(VIEWS) else "partial",
                            error=None if views_ok == len(VIEWS) else f"1 view failed: {XSS}",
@@ -253,14 +253,14 @@ def test_missing_parts_are_named_not_fatal(handmade, tmp_path):
     shutil.copytree(only_index, failed)
     clips = read_table(handmade / "manifests" / "clips.parquet")
     clips = clips.assign(status="failed", error="no usable reference audio", found_ratio=None, crop_video=None,
-                         faces_npz=None, mfcc_npz=None, offset_s=None)
+                         faces_npz=None, features_npz=None, offset_s=None)
     write_rows(clips.astype(object).where(clips.notna(), None).to_dict("records"), CLIPS_SCHEMA, failed / "manifests" / "clips.parquet")
     sync = read_table(handmade / "manifests" / "sync.parquet").assign(offset_s=None, status="unsynced", error="no reference audio")
     write_rows(sync.astype(object).where(sync.notna(), None).to_dict("records"), SYNC_SCHEMA, failed / "manifests" / "sync.parquet")
     sections = _sections(render_report(failed))
     assert "no view was synced" in sections["sync"]
     assert "did not run" in sections["faces"] and "failed 12" in sections["faces"]
-    assert "No MFCC file found" in sections["audio"]
+    assert "No features file found" in sections["audio"]
     assert "no usable reference audio" in sections["problems"]
     assert "could not be built" not in "".join(sections.values())
     # an empty folder

@@ -93,7 +93,7 @@ def test_rerun_keeps_finished_shards_and_rewrites_changed_ones(prepared, tmp_pat
     # change one clip's MFCC: only its shard is rewritten, with the new values
     row = clips.iloc[-1].to_dict()
     new = np.full((row["n_frames"], 28), 7.0, np.float32)
-    np.savez(work / row["mfcc_npz"], mfcc=new, padded=np.zeros(row["n_frames"], bool))
+    np.savez(work / row["features_npz"], mfcc28=new, padded=np.zeros(row["n_frames"], bool))
     meta3 = build_shards(work, d, cfg)
     index = read_index(d)
     r = index[index["take_id"] == row["take_id"]].iloc[0]
@@ -101,7 +101,7 @@ def test_rerun_keeps_finished_shards_and_rewrites_changed_ones(prepared, tmp_pat
     for s in meta3["shards"]:
         same = (d / s["name"] / "frames.npy").stat().st_mtime_ns == stamps[s["name"]]
         assert same == (s["name"] != changed)
-    np.testing.assert_array_equal(np.load(d / changed / "mfcc.npy")[r["offset"] : r["offset"] + r["length"]], new)
+    np.testing.assert_array_equal(np.load(d / changed / "mfcc28.npy")[r["offset"] : r["offset"] + r["length"]], new)
     verify_shards(d)
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from meadkit.baseline.pca import from_units, to_units
+from meadkit.config import ConfigError, recorded_tables
 
 
 @dataclass
@@ -102,9 +103,27 @@ def fixed_indices(n: int, count: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:count].tolist())
 
 
-def open_split(shards_dir, split: str | None, cfg, verify: str = "size") -> "torch.utils.data.Dataset":
-    """The shard samples of one split (the index's split column), restricted to the config's views; `verify` is
-    what the dataset checks on open (`shards.verify_for_reading`)."""
-    from meadkit.data import ShardDataset
+def check_paper_recipe(meta: dict, shards_dir) -> None:
+    """Refuse (ConfigError, one line naming each difference) a shard set not made with the paper's recipe, the only
+    one the baseline trains on: mfcc28 among its feature sets, frames at the source rate (a recorded `[timebase]
+    fps`, where there is one, "source") and aligned crops (a recorded `[faces] crop`, where there is one, "aligned")."""
+    tables = recorded_tables(meta.get("pipeline"))
+    fps, crop = tables.get("timebase", {}).get("fps", "source"), tables.get("faces", {}).get("crop", "aligned")
+    differs = [f"feature sets {', '.join(meta['feature_sets'])} lack mfcc28"] if "mfcc28" not in meta["feature_sets"] else []
+    differs += [f"[timebase] fps = {fps!r} (the paper's: 'source')"] if fps != "source" else []
+    differs += [f"[faces] crop = {crop!r} (the paper's: 'aligned')"] if crop != "aligned" else []
+    if differs:
+        raise ConfigError(f"{shards_dir} was not made with the paper's recipe, which the baseline needs: "
+                          f"{'; '.join(differs)}. Prepare and shard with the default pipeline settings")
 
-    return ShardDataset(shards_dir, split=split, views=list(cfg.train.views) or None, seed=cfg.train.seed, verify=verify)
+
+def open_split(shards_dir, split: str | None, cfg, verify: str = "size") -> "torch.utils.data.Dataset":
+    """The shard samples (faces, mfcc28 windows as `mfcc`, labels) of one split (the index's split column),
+    restricted to the config's views, of a shard set made with the paper's recipe (`check_paper_recipe`); `verify`
+    is what the dataset checks on open (`shards.verify_for_reading`)."""
+    from meadkit.data import ShardDataset
+    from meadkit.shards import read_meta
+
+    check_paper_recipe(read_meta(shards_dir), shards_dir)
+    return ShardDataset(shards_dir, split=split, views=list(cfg.train.views) or None, seed=cfg.train.seed, verify=verify,
+                        features=("mfcc28",))
