@@ -49,9 +49,10 @@ class FeaturesConfig:
     n_mfcc: int = field(default=14, metadata={"choices": (14,)})
     #: Analysis window length in seconds: n_fft = int(window_s * sr), as the paper's code.
     window_s: float = field(default=0.025, metadata={"min": 0.005, "max": 0.2})
-    #: Rows of one training window (1 s): fixed, the paper's; the Dataset reads it from the pipeline config a shard
-    #: set records, `generate` from the run's.
-    context: int = field(default=30, metadata={"choices": (30,)})
+    #: Rows of one training window: 30 (1 s at the camera's rate, the paper's, which the baseline needs); 25 is 1 s
+    #: at `[timebase] fps = 25`. The Dataset reads it from the pipeline config a shard set records, `generate` from
+    #: the run's.
+    context: int = field(default=30, metadata={"min": 1, "max": 1000})
     #: Width of librosa.feature.delta (its default, as the paper's code); odd.
     delta_width: int = field(default=9, metadata={"min": 3})
     #: mel80: the rate (Hz) the audio is resampled to (soxr, very high quality) before the mel spectrogram.

@@ -324,6 +324,7 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     ("[timebase]\nfps = 25\n", "[timebase] fps = 25 (the paper's: 'source')"),
     ("[faces]\ncrop = \"fixed\"\n", "[faces] crop = 'fixed' (the paper's: 'aligned')"),
     ("[features]\nsets = [\"mel80\"]\n", "feature sets mel80 lack mfcc28"),
+    ("[features]\ncontext = 25\n", "[features] context = 25 (the paper's: 30)"),
     ("[timebase]\nfps = \"source\"\n[faces]\ncrop = \"aligned\"\n", None),
 ])
 def test_train_refuses_shards_not_made_with_the_papers_recipe(shard_set, tmp_path, pipeline, says):

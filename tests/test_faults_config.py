@@ -112,8 +112,8 @@ def test_generate_refuses_a_pipeline_folder_without_config(generate_inputs, tmp_
 
 @pytest.mark.parametrize("override, allowed", [
     ("faces.crop_size=abc", "must be an integer"),
-    ("faces.crop_size=-5", ">= 16"),
-    ("faces.crop_size=0", ">= 16"),
+    ("faces.crop_size=-5", ">= 32"),
+    ("faces.crop_size=0", ">= 32"),
     ("faces.detect_every=0", ">= 1"),
     ("sync.rate=-1", ">= 1000"),
     ("shards.size=-1", ">= 8"),

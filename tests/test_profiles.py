@@ -15,6 +15,8 @@ def test_profiles_give_the_recipes_they_name():
     assert paper == load_pipeline()
     assert th25.timebase.rate(Fraction(65521, 2184)) == 25 and th25.faces.crop == "tube" and th25.faces.crop_size == 256
     assert th25.faces.keep_mesh and th25.faces.backend == "hybrid"  # 68 points and the 478-point mesh
+    assert th25.features.sets == ("mfcc28", "mel80") and th25.features.context == 25
+    assert th25.features.widths == {"mfcc28": 28, "mel80": 80}
     assert emote.timebase.fps == "25" and emote.faces.crop == "box" and emote.faces.crop_size == 384
     assert (emote.faces.scale, emote.faces.shift_y) == (1.35, -0.1)
     assert all(path.is_file() for path in PROFILES.values())

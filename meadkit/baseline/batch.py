@@ -106,12 +106,15 @@ def fixed_indices(n: int, count: int, seed: int) -> list[int]:
 def check_paper_recipe(meta: dict, shards_dir) -> None:
     """Refuse (ConfigError, one line naming each difference) a shard set not made with the paper's recipe, the only
     one the baseline trains on: mfcc28 among its feature sets, frames at the source rate (a recorded `[timebase]
-    fps`, where there is one, "source") and aligned crops (a recorded `[faces] crop`, where there is one, "aligned")."""
+    fps`, where there is one, "source"), aligned crops (a recorded `[faces] crop`, where there is one, "aligned") and
+    30-row feature windows."""
     tables = recorded_tables(meta.get("pipeline"))
     fps, crop = tables.get("timebase", {}).get("fps", "source"), tables.get("faces", {}).get("crop", "aligned")
     differs = [f"feature sets {', '.join(meta['feature_sets'])} lack mfcc28"] if "mfcc28" not in meta["feature_sets"] else []
     differs += [f"[timebase] fps = {fps!r} (the paper's: 'source')"] if fps != "source" else []
     differs += [f"[faces] crop = {crop!r} (the paper's: 'aligned')"] if crop != "aligned" else []
+    context = tables.get("features", {}).get("context", 30)
+    differs += [f"[features] context = {context} (the paper's: 30)"] if context != 30 else []
     if differs:
         raise ConfigError(f"{shards_dir} was not made with the paper's recipe, which the baseline needs: "
                           f"{'; '.join(differs)}. Prepare and shard with the default pipeline settings")
