@@ -42,3 +42,32 @@ def test_the_talking_head_profiles_export_16k_mono_audio():
         audio = load_pipeline(profile=name).audio
         assert (audio.export, audio.rate, audio.channels, audio.format) == (True, 16000, 1, "wav")
     assert not load_pipeline(profile="mead-paper").audio.export
+
+
+@pytest.mark.slow
+def test_talking_head_25_prepares_and_shards_its_whole_recipe(tiny_corpus, tmp_path):
+    """One take through the profile: 25 fps clips, the 16 kHz wav, mfcc28 + mel80, tube crops, shards whose samples
+    carry both sets as 25-row windows."""
+    import numpy as np
+    import soundfile as sf
+
+    from meadkit.data import ShardDataset
+    from meadkit.manifest import read_table
+    from meadkit.prepare import run_prepare
+
+    raw, _ = tiny_corpus
+    run_prepare(raw, tmp_path, load_pipeline(profile="talking-head-25"), n_jobs=1, progress=False, emotion="happy",
+                actor="M003")
+    clips = read_table(tmp_path / "manifests" / "clips.parquet")
+    ok = clips[clips.status == "ok"]
+    assert len(ok) == 4 and (ok.fps_num == 25).all() and (ok.fps_den == 1).all()
+    c = ok.iloc[0]
+    info = sf.info(str(tmp_path / c.audio_wav))
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert info.frames == round(c.n_frames / 25 * 16000)
+    with np.load(tmp_path / c.features_npz) as f:
+        assert f["mfcc28"].shape == (c.n_frames, 28) and f["mel80"].shape == (c.n_frames, 80)
+    with np.load(tmp_path / c.faces_npz) as z:
+        assert (z["segment"] >= 0).all() and len(z["segment"]) == c.n_frames
+    sample = ShardDataset(tmp_path / "shards")[0]
+    assert tuple(sample["mfcc"].shape) == (25, 28) and tuple(sample["mel80"].shape) == (25, 80)
