@@ -177,6 +177,10 @@ class ShardDataset(Dataset):
         self._ring: Optional[_BatchRing] = None  # set by make_loader on its own copy
         self._ring_batch = 0
 
+    def label_counts(self, key: str, n: int) -> np.ndarray:
+        """Frames per value (0..n-1) of a label ("emotion", "level" 0-based, "actor", "view") over the selection."""
+        return np.bincount(self._c_labels[key], weights=self._c_len, minlength=n).astype(np.int64)
+
     def _init_features(self, features: Optional[Iterable[str]]) -> None:
         """The chosen feature sets (`self.features`), their sample keys and window shapes (`self.window_shapes`, by
         key; `self.mfcc_shape` is mfcc28's, None when it is not chosen)."""

@@ -254,13 +254,63 @@ def test_checkpoints_load_with_weights_only_and_hold_the_pca(tiny_run):
     assert model.size == S and model.mouth_jaw(torch.randn(3, 30, 28), labels, labels % 3).shape == (3, len(MOUTH_JAW), 2)
 
 
-def test_evaluate_reports_every_metric(tiny_run):
-    m = evaluate(load_run(tiny_run), FaceSet(24, seed=2), max_samples=20, batch_size=8)
+def test_evaluate_reports_every_class_and_its_confusions(tiny_run):
+    """The accuracies and confusion matrices equal the model's own predictions on the evaluated samples, per
+    emotion and per level (rows: true class, columns: predicted)."""
+    from meadkit.baseline.batch import fixed_indices, gather, make_batch
+    from meadkit.corpus.names import PAPER_EMOTIONS
+
+    data, model = FaceSet(24, seed=2), load_run(tiny_run)
+    m = evaluate(model, data, max_samples=20, batch_size=8)
     assert m["n_samples"] == 20 and m["n_landmark_frames"] == 20
-    for k in ("emotion_accuracy_real", "emotion_accuracy_generated", "intensity_accuracy_real", "intensity_accuracy_generated", "ssim"):
-        assert 0 <= m[k] <= 1, k
+    idx = fixed_indices(len(data), 20, 0)
+    true_e = np.array([data.items[i][0] for i in idx])
+    true_l = np.array([data.items[i][1] for i in idx])
+    with torch.no_grad():
+        pe, pl = (p.numpy() for p in model.classify(make_batch(gather(data, idx), model.size, "cpu").frame))
+    expect = np.zeros((8, 8), int)
+    np.add.at(expect, (true_e, pe), 1)
+    conf = m["emotion_confusion_real"]
+    assert conf["labels"] == list(PAPER_EMOTIONS) and np.array_equal(conf["matrix"], expect)
+    assert m["emotion_accuracy_real"] == pytest.approx(np.mean(pe == true_e))
+    assert m["intensity_accuracy_real"] == pytest.approx(np.mean(pl == true_l))
+    for k, name in enumerate(PAPER_EMOTIONS):
+        if (true_e == k).any():
+            assert m["emotion_accuracy_real_per_emotion"][name] == pytest.approx(np.mean(pe[true_e == k] == k))
+    for lv in range(3):
+        sel = true_l == lv
+        assert m["intensity_accuracy_real_per_level"][f"level_{lv + 1}"] == pytest.approx(np.mean(pl[sel] == lv))
+        assert m["emotion_accuracy_real_per_level"][f"level_{lv + 1}"] == pytest.approx(np.mean(pe[sel] == true_e[sel]))
+    assert np.array(m["emotion_confusion_generated"]["matrix"]).sum() == 20
     assert m["a2l_mouth_error_px"] > 0 and m["mean_shape_mouth_error_px"] > 0 and m["psnr_db"] > 0
-    assert sum(m["emotion_accuracy_real_per_emotion"].values()) >= 0
+
+
+def test_class_weights_balance_the_frames_of_each_class():
+    from meadkit.baseline.batch import class_weights
+
+    data = FaceSet(64)
+    counts = np.bincount([e for e, *_ in data.items], minlength=8)
+    w = class_weights(data, "emotion", 8).numpy()
+    per_class = w * counts
+    assert np.allclose(per_class[counts > 0], per_class[counts > 0][0]) and np.isclose(per_class.sum(), counts.sum())
+    assert (w[counts == 0] == 0).all()
+
+
+def test_same_seed_same_threads_same_checkpoints_and_figures(tiny_run, tmp_path):
+    """Two runs from scratch with one seed on one thread: bit-identical checkpoints and evaluation; another seed
+    differs (so the comparison can fail)."""
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        runs[name] = tmp_path / name
+        train(runs[name], load_config(None, TINY + [f"train.seed={seed}"]), FaceSet(64), FaceSet(16, seed=1), steps=4,
+              log=lambda m: None)
+    evals = {k: evaluate(load_run(r), FaceSet(24, seed=2), max_samples=20, batch_size=8) for k, r in runs.items()}
+    assert evals["a"] == evals["b"] and evals["a"] != evals["c"]
+    for stage in STAGES:
+        a, b, c = (load_checkpoint(stage_path(runs[k], stage)) for k in "abc")
+        flat = {k: dict(_flatten(ck["models"])) for k, ck in (("a", a), ("b", b), ("c", c))}
+        assert all(torch.equal(v, flat["b"][k]) for k, v in flat["a"].items() if isinstance(v, torch.Tensor)), stage
+        assert not all(torch.equal(v, flat["c"][k]) for k, v in flat["a"].items() if isinstance(v, torch.Tensor)), stage
 
 
 @pytest.mark.slow

@@ -327,3 +327,21 @@ def test_report_of_a_prepared_synthetic_corpus(tiny_corpus, tmp_path):
         err = np.linalg.norm(true[:, 17:] - f.points[None, 17:], axis=2).mean(axis=1)
         inter_ocular = np.linalg.norm(true[f.frame_index, 36:42].mean(0) - true[f.frame_index, 42:48].mean(0))
         assert err[f.frame_index] < 0.08 * inter_ocular, (f.view, err[f.frame_index], inter_ocular)
+
+
+def test_the_evaluation_confusion_matrices_are_pictures_not_table_rows(run_dir, tmp_path):
+    from meadkit.report.training import section_training
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    data = json.loads((run / "eval_test.json").read_text())
+    data["emotion_confusion_real"] = {"labels": ["happy", "angry"], "matrix": [[3, 1], [0, 4]]}
+    (run / "eval_test.json").write_text(json.dumps(data))
+    with_matrix = section_training(run)
+    assert "confusion matrices (row %)" in with_matrix and "emotion_confusion_real" not in _table_keys(with_matrix)
+    assert len(_images(with_matrix)) == len(_images(section_training(run_dir))) + 1
+
+
+def _table_keys(fragment: str) -> str:
+    """The text of the tables' cells."""
+    return " ".join(re.findall(r"<td[^>]*>(.*?)</td>", fragment, flags=re.S))

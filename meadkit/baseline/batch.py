@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -93,6 +94,20 @@ def step_indices(n: int, batch_size: int, seed: int, stream: int, step: int) -> 
     if n < batch_size:
         perm = perm.repeat(batch_size // n + 1)
     return perm[pos * batch_size : (pos + 1) * batch_size].tolist()
+
+
+def class_weights(data, key: str, n: int) -> torch.Tensor:
+    """Cross-entropy weights (n,) of the classes of `key` ("emotion" or "level"): inverse frame counts over `data`,
+    scaled so a frame weighs 1 on average; 0 for a class the data lacks. A ShardDataset counts from its index,
+    another dataset sample by sample."""
+    if hasattr(data, "label_counts"):
+        counts = np.asarray(data.label_counts(key, n), np.float64)
+    else:
+        counts = np.bincount([int(data[i][key]) for i in range(len(data))], minlength=n).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def fixed_indices(n: int, count: int, seed: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Evaluate a trained run on a shard split: does the baseline show it learned?
 
-- classifiers' emotion / intensity accuracy on real frames;
+- classifiers' emotion / intensity accuracy on real frames, per emotion and per level, and the confusion matrices
+  (rows: the true class, columns: the predicted one), so a class that fails does not hide in an average;
 - the same classifiers on frames generated for the same labels from the actor's neutral frame and the
   sample's audio (the paper's real-vs-generated check: 86.29% vs 86.26%);
 - audio-to-landmark mouth error against a mean-shape baseline (the training PCA mean), and against the
@@ -26,23 +27,29 @@ from meadkit.corpus.names import PAPER_EMOTIONS
 from meadkit.shards import verify_for_reading
 
 
-class _Acc:
-    """Running accuracy, overall and per emotion."""
+class _Confusion:
+    """Counts of (true, predicted) class pairs: overall and per-class accuracy, and the matrix itself."""
 
-    def __init__(self):
-        self.hit = np.zeros(len(PAPER_EMOTIONS))
-        self.n = np.zeros(len(PAPER_EMOTIONS))
+    def __init__(self, n: int):
+        self.m = np.zeros((n, n), np.int64)
 
-    def add(self, pred: torch.Tensor, true: torch.Tensor, emotion: torch.Tensor) -> None:
-        e = emotion.cpu().numpy()
-        np.add.at(self.hit, e, (pred == true).cpu().numpy())
-        np.add.at(self.n, e, 1)
+    def add(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+        np.add.at(self.m, (true.cpu().numpy(), pred.cpu().numpy()), 1)
 
     def overall(self) -> float:
-        return float(self.hit.sum() / max(self.n.sum(), 1))
+        return float(np.trace(self.m) / max(self.m.sum(), 1))
 
-    def per_emotion(self) -> dict[str, float]:
-        return {name: float(self.hit[k] / self.n[k]) for k, name in enumerate(PAPER_EMOTIONS) if self.n[k]}
+    def per_class(self, names: Sequence[str]) -> dict[str, float]:
+        """Accuracy of each class present (its diagonal count over its row)."""
+        rows = self.m.sum(1)
+        return {name: float(self.m[k, k] / rows[k]) for k, name in enumerate(names) if rows[k]}
+
+    def as_json(self, names: Sequence[str]) -> dict:
+        """The matrix with its labels: rows are the true class, columns the predicted one (frame counts)."""
+        return {"labels": list(names), "matrix": self.m.tolist()}
+
+
+LEVEL_NAMES = tuple(f"level_{k + 1}" for k in range(N_LEVELS))
 
 
 class _Tally:
@@ -50,7 +57,9 @@ class _Tally:
 
     def __init__(self, model: TrainedBaseline):
         self.model = model
-        self.real_e, self.real_l, self.gen_e, self.gen_l = _Acc(), _Acc(), _Acc(), _Acc()
+        self.real_e, self.gen_e = _Confusion(N_EMOTIONS), _Confusion(N_EMOTIONS)
+        self.real_l, self.gen_l = _Confusion(N_LEVELS), _Confusion(N_LEVELS)
+        self.real_e_at = [_Confusion(N_EMOTIONS) for _ in range(N_LEVELS)]  # emotion accuracy at each level
         self.err, self.base_err, self.label_err, self.n_lm, self.psnr, self.ssim = 0.0, 0.0, 0.0, 0, [], []
         self.mean_px = from_units(model.a2l.pca.mean_shape(), model.size)[MOUTH_IN_MOUTH_JAW]
         self.label_px = from_units(model.a2l.label_mean_shapes.view(N_EMOTIONS, N_LEVELS, -1, 2), model.size)[:, :, MOUTH_IN_MOUTH_JAW]
@@ -59,13 +68,15 @@ class _Tally:
         """Score one Batch: classify its real frames, generate its frames from the neutral ones and the audio."""
         model = self.model
         pe, pl = model.classify(b.frame)
-        self.real_e.add(pe, b.emotion, b.emotion)
-        self.real_l.add(pl, b.level, b.emotion)
+        self.real_e.add(pe, b.emotion)
+        self.real_l.add(pl, b.level)
+        for level, acc in enumerate(self.real_e_at):
+            acc.add(pe[b.level == level], b.emotion[b.level == level])
         mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level)
         gen = model.render(model.transform(b.neutral, b.emotion, b.level), mouth_jaw)
         ge, gl = model.classify(gen)
-        self.gen_e.add(ge, b.emotion, b.emotion)
-        self.gen_l.add(gl, b.level, b.emotion)
+        self.gen_e.add(ge, b.emotion)
+        self.gen_l.add(gl, b.level)
         v = b.valid
         true = b.landmarks[:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW][v]
         self.err += (mouth_jaw[:, MOUTH_IN_MOUTH_JAW][v] - true).norm(dim=-1).mean(1).sum().item()
@@ -88,8 +99,14 @@ class _Tally:
             "generated_to_real_ratio": gen_acc / real_acc if real_acc else None,
             "intensity_accuracy_real": self.real_l.overall(),
             "intensity_accuracy_generated": self.gen_l.overall(),
-            "emotion_accuracy_real_per_emotion": self.real_e.per_emotion(),
-            "emotion_accuracy_generated_per_emotion": self.gen_e.per_emotion(),
+            "emotion_accuracy_real_per_emotion": self.real_e.per_class(PAPER_EMOTIONS),
+            "emotion_accuracy_generated_per_emotion": self.gen_e.per_class(PAPER_EMOTIONS),
+            "emotion_accuracy_real_per_level": {name: acc.overall() for name, acc in zip(LEVEL_NAMES, self.real_e_at)
+                                                if acc.m.sum()},
+            "intensity_accuracy_real_per_level": self.real_l.per_class(LEVEL_NAMES),
+            "emotion_confusion_real": self.real_e.as_json(PAPER_EMOTIONS),
+            "emotion_confusion_generated": self.gen_e.as_json(PAPER_EMOTIONS),
+            "intensity_confusion_real": self.real_l.as_json(LEVEL_NAMES),
             "a2l_mouth_error_px": mouth_err,
             "mean_shape_mouth_error_px": mean_err,
             "a2l_error_reduction": 1 - mouth_err / mean_err if mean_err else None,

@@ -23,7 +23,7 @@ from torch import nn
 from meadkit import __version__
 from meadkit.atomic import atomic_path
 from meadkit.baseline import losses as L
-from meadkit.baseline.batch import Batch, fixed_indices, gather, jitter, make_batch, step_indices
+from meadkit.baseline.batch import Batch, class_weights, fixed_indices, gather, jitter, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, stage_path
 from meadkit.baseline.config import BaselineConfig
 from meadkit.baseline.heatmap import landmark_heatmap
@@ -152,6 +152,9 @@ class ClassifierStage(Stage):
         super().__init__(ctx)
         c = ctx.cfg.classifiers
         self.net = self.add("classifier", FaceClassifier(c.width), c.lr, (0.9, 0.999))
+        #: per-class loss weights of each head (`classifiers.balance`), from the training set's labels
+        self.weights = {key: class_weights(ctx.train_set, key, n).to(ctx.device) if c.balance else None
+                        for key, n in (("emotion", N_EMOTIONS), ("level", N_LEVELS))}
 
     def hparams(self) -> dict:
         return {"width": self.ctx.cfg.classifiers.width}
@@ -161,7 +164,8 @@ class ClassifierStage(Stage):
         x = jitter(b.frame) if self.ctx.cfg.classifiers.augment else b.frame
         with autocast(self.ctx.device, self.amp):
             e, lv = self.net(x)
-        loss_e, loss_l = F.cross_entropy(e.float(), b.emotion), F.cross_entropy(lv.float(), b.level)
+        loss_e = F.cross_entropy(e.float(), b.emotion, weight=self.weights["emotion"])
+        loss_l = F.cross_entropy(lv.float(), b.level, weight=self.weights["level"])
         self.optimize("classifier", loss_e + loss_l)
         return {"loss_emotion": loss_e.item(), "loss_level": loss_l.item()}
 

@@ -94,6 +94,32 @@ def _breakdown_figure(data: dict) -> Optional[Figure]:
     return fig
 
 
+def _confusions(data: dict) -> dict[str, dict]:
+    """The evaluation's confusion matrices ({"labels": [...], "matrix": rows of counts}), by key."""
+    return {k: v for k, v in data.items() if isinstance(v, dict) and set(v) == {"labels", "matrix"}}
+
+
+def _confusion_figure(confusions: dict[str, dict]) -> Figure:
+    """Each confusion matrix as a picture: rows the true class, columns the predicted one, shaded by the share of
+    the row, with the percentage in each cell (a class that fails shows as a pale diagonal cell)."""
+    fig, axes = panel_grid(len(confusions), 3, 4.2, 4.0)
+    for ax, (name, c) in zip(axes, confusions.items()):
+        m = np.asarray(c["matrix"], np.float64)
+        share = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(share):
+            if m[i].sum():
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 0.6 else "black")
+        ticks = range(len(c["labels"]))
+        ax.set_xticks(ticks, c["labels"], rotation=60, fontsize=7)
+        ax.set_yticks(ticks, c["labels"], fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    return fig
+
+
 def _loss_curves(run: Path) -> list[str]:
     """A figure per loss log (*.csv, logs/*.csv) of the run, or why there is none."""
     parts = []
@@ -123,10 +149,14 @@ def _evaluations(run: Path) -> list[str]:
         except (OSError, ValueError) as e:
             parts.append(note(f"{p.name} cannot be read: {e}"))
             continue
-        parts.append(f"<h4>{esc(p.name)}</h4>" + table_html(pd.DataFrame(flatten_numbers(data), columns=["key", "value"])))
+        confusions = _confusions(data) if isinstance(data, dict) else {}
+        rest = {k: v for k, v in data.items() if k not in confusions} if isinstance(data, dict) else data
+        parts.append(f"<h4>{esc(p.name)}</h4>" + table_html(pd.DataFrame(flatten_numbers(rest), columns=["key", "value"])))
         fig = _breakdown_figure(data) if isinstance(data, dict) else None
         if fig is not None:
             parts.append(img_html(fig, f"{p.name}: per-class figures"))
+        if confusions:
+            parts.append(img_html(_confusion_figure(confusions), f"{p.name}: confusion matrices (row %)"))
     return parts
 
 
