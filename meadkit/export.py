@@ -46,6 +46,8 @@ SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
 _TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
 _JSON_MAX = 4096
+_ZIP_ENTRY, _ZIP_END = 30 + 46, 22  # a stored zip member's local header and central entry (less its name twice), the end record
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every merged npz member's time: the same clip, the same bytes
 #: Clip columns carried into each sample's json.
 JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split", "fps_num", "fps_den",
                 "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames", "found_ratio",
@@ -81,6 +83,7 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
     out, dest = Path(out), _dest(dest)
     clips = _finished_clips(out, filters)
     plan = plan_shards(clips, lambda row: _sample_bytes_at_most(out, row), config)
+    plan["bytes"] = [_sample_bytes(out, row) for row in clips.itertuples(index=False)]
     selection = {"format": FORMAT, "source": str(out.resolve()), "keys": list(plan["key"]),
                  "shard_bytes": config.shard_bytes, "shard_samples": config.shard_samples}
     _claim(dest, selection, overwrite)
@@ -88,7 +91,7 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
     for shard, rows in plan.groupby("shard", sort=True).groups.items():  # plan rows are clips rows, in order
         name = SHARD_PATTERN.format(int(shard))
         size = dest.size(name)
-        if _complete_tar(size, int(plan.loc[rows, "bytes_at_most"].sum())):
+        if size == _tar_bytes(plan.loc[rows, "bytes"]):
             summary.shards_kept += 1
         else:
             with dest.written(name) as tmp:
@@ -109,11 +112,11 @@ def _dest(dest: Path | str) -> Dest:
         raise ExportError(str(e)) from None
 
 
-def _complete_tar(size: Optional[int], bytes_at_most: int) -> bool:
-    """True if a shard of `size` bytes (None: absent) is a whole tar of its planned samples: padded to tarfile's
-    record size and within the plan's bound. Only whole shards get a final name (renamed or uploaded whole); this
-    also turns away an object cut short by anything else."""
-    return size is not None and 0 < size <= bytes_at_most + _TAR_END and size % tarfile.RECORDSIZE == 0
+def _tar_bytes(samples) -> int:
+    """The exact size of a tar of samples of these sizes (`_sample_bytes`): its two end blocks, padded to tarfile's
+    record size. A shard already under its name is kept only if it has this size (only whole shards get a final
+    name, renamed or uploaded whole; this also turns away an object cut short by anything else)."""
+    return -(-(int(sum(samples)) + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
@@ -127,20 +130,20 @@ def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
 
 
 def plan_shards(clips: pd.DataFrame, size_of, config: ExportConfig) -> pd.DataFrame:
-    """Each clip's sample key, split, shard number and tar bytes at most (`size_of(row)`): shards in order, one split
-    each, a new one when the next sample would pass `shard_bytes` (a tar's end blocks counted) or `shard_samples`."""
+    """Each clip's sample key, split and shard number: shards in order, one split each, a new one when the next
+    sample would pass `shard_bytes` (its tar bytes at most `size_of(row)`; a tar's end blocks counted) or
+    `shard_samples`."""
     budget = config.shard_bytes - _TAR_END
-    shard, used, count, last_split, shards, sizes = -1, 0, 0, object(), [], []
+    shard, used, count, last_split, shards = -1, 0, 0, object(), []
     for row in clips.itertuples(index=False):
         size = size_of(row)
         if row.split != last_split or count == config.shard_samples or (count and used + size > budget):
             shard, used, count, last_split = shard + 1, 0, 0, row.split
         used, count = used + size, count + 1
         shards.append(shard)
-        sizes.append(size)
     return pd.DataFrame({"key": _keys(clips),
                          "shard": shards, "split": clips["split"].astype("string"),
-                         "take_id": clips["take_id"], "view": clips["view"], "bytes_at_most": sizes})
+                         "take_id": clips["take_id"], "view": clips["view"]})
 
 
 def _keys(clips: pd.DataFrame) -> list[str]:
@@ -161,6 +164,18 @@ def _sample_bytes_at_most(out: Path, row) -> int:
     return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
 
 
+def _sample_bytes(out: Path, row) -> int:
+    """A clip's sample's exact bytes in a tar (`_members`), from its files' sizes and its npz members' names and
+    sizes (the merged npz stores them: local header and central entry each, and the end record), reading no data."""
+    npz = _ZIP_END
+    for path in (out / row.faces_npz, out / row.features_npz):
+        with zipfile.ZipFile(path) as z:
+            npz += sum(_ZIP_ENTRY + 2 * len(i.filename.encode()) + i.file_size for i in z.infolist())
+    audio = _audio(out, row)
+    sizes = [(out / row.crop_video).stat().st_size, npz, len(_json_text(row))] + ([audio.stat().st_size] if audio else [])
+    return sum(map(_member_bytes, sizes))
+
+
 def _audio(out: Path, row) -> Optional[Path]:
     """The clip's take audio.wav, or None where prepare wrote none (`[audio] export` off, or an OUT made before it)."""
     rel = getattr(row, "audio_wav", None)
@@ -174,14 +189,21 @@ def _members(out: Path, row) -> dict[str, bytes]:
         for path in (out / row.faces_npz, out / row.features_npz):
             with zipfile.ZipFile(path) as z:
                 for info in z.infolist():
-                    merged.writestr(info.filename, z.read(info))
+                    member = zipfile.ZipInfo(info.filename, _ZIP_TIME)
+                    member.external_attr = 0o600 << 16
+                    merged.writestr(member, z.read(info))
+    audio = _audio(out, row)
+    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": _json_text(row)} | (
+        {"wav": audio.read_bytes()} if audio else {})
+
+
+def _json_text(row) -> bytes:
+    """A clip's sample json: its `JSON_COLUMNS` and crop video path, at most `_JSON_MAX` bytes."""
     meta = {c: _plain(getattr(row, c, None)) for c in JSON_COLUMNS} | {"crop_video": row.crop_video}
     text = json.dumps(meta, sort_keys=True).encode()
     if len(text) > _JSON_MAX:
         raise ExportError(f"{row.take_id}/{row.view}: its json is {len(text)} bytes (> {_JSON_MAX})")
-    audio = _audio(out, row)
-    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text} | (
-        {"wav": audio.read_bytes()} if audio else {})
+    return text
 
 
 def _plain(v):
@@ -221,7 +243,7 @@ def _write_index(dest: Dest, plan: pd.DataFrame, selection: dict, audio: bool) -
     """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split, the members: `wav`
     where some sample has `audio`)."""
     names = plan["shard"].map(lambda k: SHARD_PATTERN.format(int(k)))
-    index = plan.drop(columns="bytes_at_most").assign(shard=names)
+    index = plan.drop(columns="bytes").assign(shard=names)
     with dest.written("index.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(index, preserve_index=False), tmp, compression="zstd")
     splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
@@ -258,7 +280,7 @@ def _fsspec_gopen(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
     environment, as fsspec's filesystem reads them)."""
     import fsspec
 
-    return fsspec.open(url, mode, block_size=max(bufsize, 2**22)).open()
+    return fsspec.open(url, mode).open()
 
 
 def export_hf(out: Path | str, dest: Path | str, overwrite: bool = False, **filters) -> ExportSummary:
