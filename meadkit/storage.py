@@ -43,26 +43,29 @@ class Dest:
     def _path(self, name: str) -> str:
         return posixpath.join(self.root, name)
 
-    def _call(self, what: str, fn, *args, **kw):
-        """`fn(*args, **kw)`, its failure (no connection, no bucket, no permission) as one StorageError line."""
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kw):
+        """`fn(*args, **kw)`, its failure (no connection, no bucket, no permission) as one StorageError line; with
+        `missing_ok`, a FileNotFoundError (nothing there yet) is the caller's."""
         try:
             return fn(*args, **kw)
-        except FileNotFoundError:
-            raise
+        except FileNotFoundError as e:
+            if missing_ok:
+                raise
+            raise StorageError(f"cannot {what} {self.url}: {e}") from None
         except Exception as e:  # the filesystem's own errors (botocore, aiohttp, google-auth) share no base class
             raise StorageError(f"cannot {what} {self.url}: {e}") from None
 
     def size(self, name: str) -> Optional[int]:
         """The size of file `name`, None where there is none."""
         try:
-            return self._call("read", self.fs.size, self._path(name))
+            return self._call("read", self.fs.size, self._path(name), missing_ok=True)
         except FileNotFoundError:
             return None
 
     def is_empty(self) -> bool:
         """True if the folder holds nothing (or does not exist)."""
         try:
-            return not self._call("list", self.fs.ls, self.root, detail=False)
+            return not self._call("list", self.fs.ls, self.root, detail=False, missing_ok=True)
         except FileNotFoundError:
             return True
 
@@ -77,7 +80,7 @@ class Dest:
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._call("write", self.fs.rm_file, self._path(name))
+            self._call("write", self.fs.rm_file, self._path(name), missing_ok=True)
 
     @contextlib.contextmanager
     def written(self, name: str) -> Iterator[Path]:

@@ -165,6 +165,13 @@ def test_a_bad_scheme_or_an_unreachable_endpoint_is_one_line(prepared, tmp_path,
     assert "Could not connect" in lines[0] and SECRET not in said.output
 
 
+def test_a_missing_bucket_is_one_line(prepared, s3):
+    out, _ = prepared
+    said = CliRunner().invoke(main, ["export", str(out), "-o", "s3://no-such-bucket/mead"])
+    assert said.exit_code == 1 and said.output.startswith("Error: cannot write s3://no-such-bucket/mead: "), said.output
+    assert len(said.output.strip().splitlines()) == 1 and SECRET not in said.output
+
+
 def test_shard_and_prepare_refuse_a_remote_folder_and_say_to_use_export(prepared):
     out, _ = prepared
     for command in (["shard", str(out)], ["prepare", str(out)]):
