@@ -48,11 +48,9 @@ class Dest:
         `missing_ok`, a FileNotFoundError (nothing there yet) is the caller's."""
         try:
             return fn(*args, **kw)
-        except FileNotFoundError as e:
-            if missing_ok:
-                raise
-            raise StorageError(f"cannot {what} {self.url}: {e}") from None
         except Exception as e:  # the filesystem's own errors (botocore, aiohttp, google-auth) share no base class
+            if missing_ok and isinstance(e, FileNotFoundError):
+                raise
             raise StorageError(f"cannot {what} {self.url}: {e}") from None
 
     def size(self, name: str) -> Optional[int]:

@@ -167,6 +167,7 @@ def test_a_sample_carries_its_take_wav_where_prepared(with_audio, tmp_path):
         rel = clips.loc[key, "audio_wav"]
         assert s.get("wav") == ((out / rel).read_bytes() if isinstance(rel, str) else None), key
     assert sum("wav" in s for s in got.values()) == clips.audio_wav.notna().sum() == 2
+    assert export_webdataset(out, dest).shards_written == 0  # the wav members' sizes planned exactly too
 
 
 def test_the_hf_rows_carry_the_wav_bytes_or_null(with_audio, tmp_path):
