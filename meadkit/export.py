@@ -4,10 +4,13 @@ A sample's members share its `__key__` (`<take_id>_<view>`): `mp4` the crop vide
 clip's arrays (the faces arrays of `manifests/faces.md` and the take's feature sets and `padded`; no pickle), `json` its
 labels, split, frame rate, sync figures and provenance, and `wav` the take's clip audio (`audio.wav`, 16-bit PCM)
 where prepare wrote one (`[audio] export`). Shards `DEST/mead-%06d.tar` hold one split each (so a trainer points
-at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard is written
-under a temporary name and renamed when complete; a rerun keeps the complete ones and writes the rest (the
-assignment of samples to shards is a pure function of the selection and the bounds). `DEST/index.parquet` lists
-every sample's shard.
+at one split's list in `DEST/meta.json`) and are bounded by bytes and samples. Each shard appears under its name
+only when complete (`meadkit.storage`: renamed locally, uploaded whole to object storage); a rerun keeps the
+complete ones and writes the rest (the assignment of samples to shards is a pure function of the selection and the
+bounds, and a tar's bytes a function of its samples). `DEST/export.json` (the selection) is written first, to claim
+DEST; `DEST/index.parquet` (every sample's shard) and then meta.json after the shards.
+
+DEST is a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://...`); see `meadkit.storage`.
 
 `export_hf` writes the same clips as a Hugging Face `datasets` Parquet dataset: `DEST/data/<split>.parquet`,
 one row per clip with its labels, split, sync figures, the crop video's bytes (`video`), the take's audio.wav
@@ -29,10 +32,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from meadkit.atomic import atomic_path
-from meadkit.manifest import write_table
 from meadkit.select import load_clips, select
 from meadkit.splits import SPLITS
+from meadkit.storage import Dest, StorageError, open_dest
 
 FORMAT = "meadkit-webdataset-1"
 HF_FORMAT = "meadkit-hf-parquet-1"
@@ -44,6 +46,8 @@ SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
 _TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
 _JSON_MAX = 4096
+_ZIP_ENTRY, _ZIP_END = 30 + 46, 22  # a stored zip member's local header and central entry (less its name twice), the end record
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every merged npz member's time: the same clip, the same bytes
 #: Clip columns carried into each sample's json.
 JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split", "fps_num", "fps_den",
                 "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames", "found_ratio",
@@ -51,7 +55,7 @@ JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view"
 
 
 class ExportError(RuntimeError):
-    """An export that cannot be made (reason in the message): a destination holding other data, no clips."""
+    """An export that cannot be made (reason in the message): a destination holding other data or out of reach, no clips."""
 
 
 @dataclass(frozen=True)
@@ -74,26 +78,45 @@ class ExportSummary:
 
 def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = ExportConfig(),
                       overwrite: bool = False, **filters) -> ExportSummary:
-    """Write OUT's finished clips (status ok, after structured `filters`) as WebDataset shards under DEST."""
-    out, dest = Path(out), Path(dest)
+    """Write OUT's finished clips (status ok, after structured `filters`) as WebDataset shards under DEST (a local
+    folder or an fsspec URL)."""
+    out, dest = Path(out), _dest(dest)
     clips = _finished_clips(out, filters)
     plan = plan_shards(clips, lambda row: _sample_bytes_at_most(out, row), config)
+    plan["bytes"] = [_sample_bytes(out, row) for row in clips.itertuples(index=False)]
     selection = {"format": FORMAT, "source": str(out.resolve()), "keys": list(plan["key"]),
                  "shard_bytes": config.shard_bytes, "shard_samples": config.shard_samples}
     _claim(dest, selection, overwrite)
     summary = ExportSummary(samples=len(plan))
     for shard, rows in plan.groupby("shard", sort=True).groups.items():  # plan rows are clips rows, in order
-        path = dest / SHARD_PATTERN.format(int(shard))
-        if path.exists():
+        name = SHARD_PATTERN.format(int(shard))
+        size = dest.size(name)
+        if size == _tar_bytes(plan.loc[rows, "bytes"]):
             summary.shards_kept += 1
         else:
-            with atomic_path(path) as tmp:
+            with dest.written(name) as tmp:
                 _write_tar(tmp, zip(plan.loc[rows, "key"], (_members(out, row) for row in clips.loc[rows].itertuples(index=False))))
+                size = tmp.stat().st_size
             summary.shards_written += 1
-        summary.bytes += path.stat().st_size
+        summary.bytes += size
     _write_index(dest, plan, selection, audio="audio_wav" in clips.columns and bool(clips["audio_wav"].notna().any()))
     summary.splits = plan.groupby("split")["shard"].nunique().to_dict()
     return summary
+
+
+def _dest(dest: Path | str) -> Dest:
+    """DEST opened (`meadkit.storage.open_dest`), its failure as an ExportError."""
+    try:
+        return open_dest(dest)
+    except StorageError as e:
+        raise ExportError(str(e)) from None
+
+
+def _tar_bytes(samples) -> int:
+    """The exact size of a tar of samples of these sizes (`_sample_bytes`): its two end blocks, padded to tarfile's
+    record size. A shard already under its name is kept only if it has this size (only whole shards get a final
+    name, renamed or uploaded whole; this also turns away an object cut short by anything else)."""
+    return -(-(int(sum(samples)) + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
@@ -141,6 +164,18 @@ def _sample_bytes_at_most(out: Path, row) -> int:
     return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
 
 
+def _sample_bytes(out: Path, row) -> int:
+    """A clip's sample's exact bytes in a tar (`_members`), from its files' sizes and its npz members' names and
+    sizes (the merged npz stores them: local header and central entry each, and the end record), reading no data."""
+    npz = _ZIP_END
+    for path in (out / row.faces_npz, out / row.features_npz):
+        with zipfile.ZipFile(path) as z:
+            npz += sum(_ZIP_ENTRY + 2 * len(i.filename.encode()) + i.file_size for i in z.infolist())
+    audio = _audio(out, row)
+    sizes = [(out / row.crop_video).stat().st_size, npz, len(_json_text(row))] + ([audio.stat().st_size] if audio else [])
+    return sum(map(_member_bytes, sizes))
+
+
 def _audio(out: Path, row) -> Optional[Path]:
     """The clip's take audio.wav, or None where prepare wrote none (`[audio] export` off, or an OUT made before it)."""
     rel = getattr(row, "audio_wav", None)
@@ -154,14 +189,21 @@ def _members(out: Path, row) -> dict[str, bytes]:
         for path in (out / row.faces_npz, out / row.features_npz):
             with zipfile.ZipFile(path) as z:
                 for info in z.infolist():
-                    merged.writestr(info.filename, z.read(info))
+                    member = zipfile.ZipInfo(info.filename, _ZIP_TIME)
+                    member.external_attr = 0o600 << 16
+                    merged.writestr(member, z.read(info))
+    audio = _audio(out, row)
+    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": _json_text(row)} | (
+        {"wav": audio.read_bytes()} if audio else {})
+
+
+def _json_text(row) -> bytes:
+    """A clip's sample json: its `JSON_COLUMNS` and crop video path, at most `_JSON_MAX` bytes."""
     meta = {c: _plain(getattr(row, c, None)) for c in JSON_COLUMNS} | {"crop_video": row.crop_video}
     text = json.dumps(meta, sort_keys=True).encode()
     if len(text) > _JSON_MAX:
         raise ExportError(f"{row.take_id}/{row.view}: its json is {len(text)} bytes (> {_JSON_MAX})")
-    audio = _audio(out, row)
-    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": text} | (
-        {"wav": audio.read_bytes()} if audio else {})
+    return text
 
 
 def _plain(v):
@@ -180,70 +222,87 @@ def _write_tar(path: Path, samples: Iterator[tuple[str, dict[str, bytes]]]) -> N
                 tar.addfile(info, io.BytesIO(data))
 
 
-def _claim(dest: Path, selection: dict, overwrite: bool) -> None:
+def _claim(dest: Dest, selection: dict, overwrite: bool) -> None:
     """Make DEST ours: new, or an export of this same selection (resumed); refuse anything else unless
     `overwrite` (which removes a previous export's shards, never other files)."""
-    state = dest / "export.json"
-    if dest.exists() and any(dest.iterdir()):
-        before = json.loads(state.read_text()) if state.exists() else {}
+    if not dest.is_empty():
+        before = json.loads(dest.read_text("export.json")) if dest.size("export.json") is not None else {}
         ours = before.get("format") in (FORMAT, HF_FORMAT)
         if not ours and not overwrite:
-            raise ExportError(f"{dest} exists and holds other data; choose an empty folder or pass --overwrite")
+            raise ExportError(f"{dest.url} exists and holds other data; choose an empty folder or pass --overwrite")
         if before == selection:
             return
         if not overwrite:
-            raise ExportError(f"{dest} holds an export of another selection; pass --overwrite to replace it")
-        for p in list(dest.glob("mead-*.tar")) + list(dest.glob("data/*.parquet")) + [dest / "index.parquet",
-                                                                                        dest / "meta.json", state]:
-            p.unlink(missing_ok=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    with atomic_path(state) as tmp:
-        tmp.write_text(json.dumps(selection))
+            raise ExportError(f"{dest.url} holds an export of another selection; pass --overwrite to replace it")
+        for name in dest.glob("mead-*.tar") + dest.glob("data/*.parquet") + ["index.parquet", "meta.json", "export.json"]:
+            dest.remove(name)
+    dest.write_text("export.json", json.dumps(selection))
 
 
-def _write_index(dest: Path, plan: pd.DataFrame, selection: dict, audio: bool) -> None:
+def _write_index(dest: Dest, plan: pd.DataFrame, selection: dict, audio: bool) -> None:
     """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split, the members: `wav`
     where some sample has `audio`)."""
     names = plan["shard"].map(lambda k: SHARD_PATTERN.format(int(k)))
-    index = plan.assign(shard=names)
-    write_table(pa.Table.from_pandas(index, preserve_index=False), dest / "index.parquet")
+    index = plan.drop(columns="bytes").assign(shard=names)
+    with dest.written("index.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(index, preserve_index=False), tmp, compression="zstd")
     splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
     _write_meta(dest, selection, len(index), splits, members=["mp4", "npz", "json"] + (["wav"] if audio else []))
 
 
-def _write_meta(dest: Path, selection: dict, samples: int, splits: dict[str, list[str]], **more) -> None:
-    """DEST/meta.json: the export's format, source, sample count and each split's files."""
+def _write_meta(dest: Dest, selection: dict, samples: int, splits: dict[str, list[str]], **more) -> None:
+    """DEST/meta.json: the export's format, source, sample count and each split's files (written last: an export
+    without it is unfinished)."""
     meta = {"format": selection["format"], "source": selection["source"], "samples": samples, "splits": splits} | more
-    with atomic_path(dest / "meta.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=1))
+    dest.write_text("meta.json", json.dumps(meta, indent=1))
 
 
 def split_urls(dest: Path | str, split: str) -> list[str]:
-    """The shard paths of one split of an export, for `webdataset.WebDataset(urls)`."""
-    meta = json.loads((Path(dest) / "meta.json").read_text())
-    return [str(Path(dest) / name) for name in meta["splits"].get(split, [])]
+    """The shard paths (local DEST) or URLs (remote DEST: open them with `use_fsspec`) of one split of an export,
+    for `webdataset.WebDataset(urls)`."""
+    dest = _dest(dest)
+    meta = json.loads(dest.read_text("meta.json"))
+    return [dest.url_of(name) for name in meta["splits"].get(split, [])]
+
+
+def use_fsspec(*schemes: str) -> None:
+    """Let webdataset open URLs of these schemes (default s3, gs) through fsspec: webdataset 1.0's `gopen` has no s3
+    handler (and opens gs with the gsutil program). Call it in each process that reads (DataLoader workers started
+    by fork inherit it; by spawn, call it in `worker_init_fn`)."""
+    import webdataset
+
+    for scheme in schemes or ("s3", "gs"):
+        webdataset.gopen_schemes[scheme] = _fsspec_gopen
+
+
+def _fsspec_gopen(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
+    """A webdataset `gopen` handler: the object at `url` opened for streaming by fsspec (credentials from the
+    environment, as fsspec's filesystem reads them)."""
+    import fsspec
+
+    return fsspec.open(url, mode).open()
 
 
 def export_hf(out: Path | str, dest: Path | str, overwrite: bool = False, **filters) -> ExportSummary:
-    """Write OUT's finished clips as a Parquet dataset for Hugging Face `datasets`, one file per split."""
-    out, dest = Path(out), Path(dest)
+    """Write OUT's finished clips as a Parquet dataset for Hugging Face `datasets`, one file per split (each written
+    locally, then renamed or uploaded whole)."""
+    out, dest = Path(out), _dest(dest)
     clips = _finished_clips(out, filters)
     selection = {"format": HF_FORMAT, "source": str(out.resolve()), "keys": _keys(clips)}
     _claim(dest, selection, overwrite)
     summary = ExportSummary(samples=len(clips))
     files = {}
     for split, rows in clips.groupby("split", sort=False):
-        path = dest / "data" / f"{split}.parquet"
-        path.parent.mkdir(exist_ok=True)
-        with atomic_path(path) as tmp:  # row groups of HF_ROW_GROUP clips: memory stays bounded by one group
+        name = f"data/{split}.parquet"
+        with dest.written(name) as tmp:  # row groups of HF_ROW_GROUP clips: memory stays bounded by one group
             writer, labels = None, _labels(rows).schema  # one schema for every group, also where one lacks values
             for start in range(0, len(rows), HF_ROW_GROUP):
                 table = _hf_table(out, rows.iloc[start:start + HF_ROW_GROUP], labels)
                 writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
                 writer.write_table(table)
             writer.close()
-        files[str(split)] = [str(path.relative_to(dest))]
-        summary.bytes += path.stat().st_size
+            summary.bytes += tmp.stat().st_size
+        files[str(split)] = [name]
     summary.shards_written, summary.splits = len(files), {s: 1 for s in files}
     _write_meta(dest, selection, len(clips), files)
     return summary

@@ -79,6 +79,19 @@ def test_shards_are_bounded_and_a_rerun_keeps_finished_ones_byte_for_byte(prepar
     again = export_webdataset(out, dest, ExportConfig(shard_bytes=bound))
     assert (again.shards_kept, again.shards_written) == (len(shards) - 1, 1)
     assert {p.name: p.read_bytes() for p in sorted(dest.glob("mead-*.tar"))} == before
+    assert export_webdataset(out, dest, ExportConfig(shard_bytes=bound)).shards_kept == len(shards)  # sizes as planned
+
+
+def test_an_export_made_later_has_the_same_bytes(prepared, tmp_path, monkeypatch):
+    """No clock in a shard (its npz members carry a fixed time): a shard rewritten on resume equals the first one."""
+    import time
+
+    out, _ = prepared
+    export_webdataset(out, tmp_path / "a")
+    monkeypatch.setattr(time, "time", lambda: 2e9)  # 2033
+    export_webdataset(out, tmp_path / "b")
+    names = sorted(p.name for p in (tmp_path / "a").glob("mead-*.tar"))
+    assert names and all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
 
 
 def test_a_destination_holding_other_data_is_refused_unless_overwritten(prepared, tmp_path):
@@ -154,6 +167,7 @@ def test_a_sample_carries_its_take_wav_where_prepared(with_audio, tmp_path):
         rel = clips.loc[key, "audio_wav"]
         assert s.get("wav") == ((out / rel).read_bytes() if isinstance(rel, str) else None), key
     assert sum("wav" in s for s in got.values()) == clips.audio_wav.notna().sum() == 2
+    assert export_webdataset(out, dest).shards_written == 0  # the wav members' sizes planned exactly too
 
 
 def test_the_hf_rows_carry_the_wav_bytes_or_null(with_audio, tmp_path):

@@ -1,6 +1,6 @@
 """The package's layering, read from its import graph (every `import`, also inside functions).
 
-Layers, bottom up: records and helpers (atomic, lock, manifest, progress, config, corpus.names) -> media ->
+Layers, bottom up: records and helpers (atomic, lock, manifest, progress, storage, config, corpus.names) -> media ->
 corpus -> stages (index, sync, faces, features, clip_audio, shards, splits, select) -> take worker and runner -> prepare ->
 data, baseline, report, demo -> commands -> cli. A rule names a module prefix and what it must not import.
 """
@@ -21,7 +21,7 @@ RULES = [
      "baseline reads shards and calls meadkit.inputs for generate, not the stages"),
     (("meadkit.data",), ("meadkit.media", "meadkit.faces", "meadkit.index"), "data.py reads arrays only"),
     (("meadkit.media",), ("meadkit.corpus",) + STAGES + TOP, "media knows nothing of MEAD"),
-    (("meadkit.records", "meadkit.manifest", "meadkit.atomic", "meadkit.lock", "meadkit.progress"),
+    (("meadkit.records", "meadkit.manifest", "meadkit.atomic", "meadkit.lock", "meadkit.progress", "meadkit.storage"),
      ("meadkit.media", "meadkit.corpus.synth", "meadkit.corpus.archive") + STAGES + TOP, "records and helpers are the bottom"),
     (("meadkit.corpus",), STAGES + TOP, "corpus knowledge sits below the stages"),
     (("meadkit.runner",), STAGES + TOP[:2] + TOP[3:], "the runner runs callables; it knows no stage"),

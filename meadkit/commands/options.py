@@ -1,4 +1,4 @@
-"""Click options shared by several commands (filters, parallelism)."""
+"""Click options shared by several commands (filters, parallelism, local output folders)."""
 from __future__ import annotations
 
 import os
@@ -39,6 +39,22 @@ def filters_from(kwargs: dict) -> dict:
         except SelectError as e:
             raise click.UsageError(str(e)) from None
     return filters
+
+
+class LocalFolder(click.Path):
+    """An output folder on this machine's disk: a URL (s3://, gs://) is refused with what to do instead."""
+
+    def __init__(self, why: str):
+        super().__init__(file_okay=False)
+        self.why = why
+
+    def convert(self, value, param, ctx):
+        from meadkit.storage import is_url
+
+        if is_url(value):
+            self.fail(f"{value}: must be a local folder ({self.why}); for object storage use `meadkit export` "
+                      "(WebDataset or hf) with s3://... or gs://..., or copy the folder up afterwards", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class Jobs(click.ParamType):

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from meadkit.commands.options import filter_options, filters_from, parallel_options
+from meadkit.commands.options import LocalFolder, filter_options, filters_from, parallel_options
 from meadkit.take import STAGE_NAMES, stages_until
 
 #: `--until`'s choices: the index alone, each per-take stage of `meadkit.take.STAGES`, or all and the shards.
@@ -19,7 +19,8 @@ def stages_for(until: str) -> tuple[str, ...]:
 
 @click.command()
 @click.argument("raw", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder (created; reruns resume in it).")
+@click.option("-o", "--out", required=True, type=LocalFolder("prepare renames files into place, locks it and "
+              "memory-maps its shards"), help="Output folder on a local disk (created; reruns resume in it).")
 @click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False),
               help="Pipeline TOML with one table per stage (default: built-in defaults = meadkit/pipelines/default.toml).")
 @click.option("--profile", type=str, metavar="NAME", help="A named pipeline shipped with meadkit: mead-paper (the "

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from meadkit.commands.options import filter_options, filters_from, parallel_options
+from meadkit.commands.options import LocalFolder, filter_options, filters_from, parallel_options
 
 
 @click.command()
@@ -18,7 +18,8 @@ from meadkit.commands.options import filter_options, filters_from, parallel_opti
 @click.option("--size", type=int, default=128, show_default=True, help="Side of the square RGB frames stored (pixels).")
 @click.option("--shard-bytes", default="1GB", show_default=True, help="Upper bound of one shard's size (e.g. 500MB, 2GiB).")
 @parallel_options
-@click.option("-o", "--out", "shards_dir", required=True, type=click.Path(file_okay=False), help="Shard set folder (reruns resume in it).")
+@click.option("-o", "--out", "shards_dir", required=True, help="Shard set folder on a local disk (reruns resume in it).",
+              type=LocalFolder("ShardDataset memory-maps the .npy files, and the set is swapped in by renames"))
 @click.option("--verify", is_flag=True, help="Afterwards, re-read every shard file and check its sha256.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any selected clip could not be sharded.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
