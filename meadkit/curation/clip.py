@@ -8,8 +8,8 @@ from typing import Optional
 import numpy as np
 
 from meadkit.curation.lipsync import av_offset, is_silent, mouth_opening, speech_envelope
-from meadkit.curation.picture import image_quality
-from meadkit.curation.pose import head_pose
+from meadkit.curation.picture import PICTURE_COLUMNS, image_quality
+from meadkit.curation.pose import POSE_COLUMNS, head_pose
 
 #: Seconds of the reference audio its fingerprint covers, from its start.
 FINGERPRINT_S = 4.0
@@ -23,18 +23,18 @@ def measure_clip(faces_npz: Optional[Path], crop_video: Optional[Path], envelope
     `no_landmarks` without a valid frame, `silent` when the take's envelope holds no speech."""
     flags = ["silent"] if silent else []
     arrays = _landmarks(faces_npz)
-    values = {"av_offset_frames": float("nan"), "av_confidence": float("nan"), "valid_ratio": 0.0}
+    nan = dict.fromkeys(("av_offset_frames", "av_confidence") + POSE_COLUMNS + PICTURE_COLUMNS, float("nan"))
+    values = nan | {"valid_ratio": 0.0}
     if arrays is None or not arrays[1].any():
-        values |= head_pose(np.zeros((0, 68, 2)), np.zeros(0, bool), *size)
-        return values | {"sharpness": float("nan"), "exposure": float("nan"), "quality_flags": ["no_landmarks"] + flags}
+        return values | {"quality_flags": ["no_landmarks"] + flags}
     points, valid = arrays
     values["valid_ratio"] = float(valid.mean())
     if not silent:
         mouth = np.where(valid, mouth_opening(points), np.nan)
         values["av_offset_frames"], values["av_confidence"] = av_offset(mouth, envelope)
     values |= head_pose(points, valid, *size)
-    values |= image_quality(str(crop_video), len(valid)) if crop_video else {"sharpness": float("nan"),
-                                                                              "exposure": float("nan")}
+    if crop_video:
+        values |= image_quality(str(crop_video), len(valid))
     return values | {"quality_flags": flags}
 
 

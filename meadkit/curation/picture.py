@@ -4,6 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+#: The columns `image_quality` fills.
+PICTURE_COLUMNS = ("sharpness", "exposure")
 #: Frames measured per clip at most (evenly spread over the clip).
 MAX_MEASURED = 16
 
@@ -26,5 +28,5 @@ def image_quality(video: str, n_frames: int) -> dict:
     finally:
         cap.release()
     if not sharp:
-        return {"sharpness": float("nan"), "exposure": float("nan")}
+        return dict.fromkeys(PICTURE_COLUMNS, float("nan"))
     return {"sharpness": float(np.median(sharp)), "exposure": float(np.mean(luma))}

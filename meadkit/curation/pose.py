@@ -2,7 +2,7 @@
 
 Angles in degrees, in MEAD's view convention: yaw positive where the camera is on the actor's left (`left_30`
 reads about +30), pitch positive where the camera looks down on the face (`top`), roll positive where the face
-turns clockwise in the picture.
+turns clockwise in the picture (the generic face reads a frontal view a few degrees pitched down).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 
 from meadkit.faces.model3d import FACE_3D_68, POSE_POINTS
 
+#: The pose columns `head_pose` fills.
+POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "pose_range_deg")
 #: Frames posed per clip at most (evenly spread): the pose changes slowly.
 MAX_POSED = 30
 #: Focal length of the assumed camera, in picture widths (a ~50 degree field of view).
@@ -32,7 +34,7 @@ def frame_pose(points: np.ndarray, width: int, height: int) -> tuple[float, floa
     yaw = np.degrees(np.arcsin(np.clip(-r[2, 0], -1, 1)))
     pitch = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
     roll = np.degrees(np.arctan2(r[1, 0], r[0, 0]))
-    return float(yaw), float(-pitch), float(roll)
+    return float(yaw), float(pitch), float(roll)
 
 
 def head_pose(points: np.ndarray, valid: np.ndarray, width: int, height: int) -> dict:
@@ -40,7 +42,7 @@ def head_pose(points: np.ndarray, valid: np.ndarray, width: int, height: int) ->
     (the widest 5-95 percentile span of the three); NaN without a valid frame."""
     idx = np.flatnonzero(valid & np.isfinite(points).all(axis=(1, 2)))
     if not len(idx):
-        return dict.fromkeys(("yaw_deg", "pitch_deg", "roll_deg", "pose_range_deg"), float("nan"))
+        return dict.fromkeys(POSE_COLUMNS, float("nan"))
     idx = idx[np.linspace(0, len(idx) - 1, min(MAX_POSED, len(idx))).round().astype(int)]
     poses = np.array([frame_pose(points[i], width, height) for i in idx])
     med = np.nanmedian(poses, axis=0)
