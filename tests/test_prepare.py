@@ -18,7 +18,7 @@ from meadkit.corpus.synth import read_truth
 from meadkit.manifest import read_table
 from meadkit.prepare import run_prepare
 
-TIMING = ["sync_s", "features_s", "faces_s", "audio_s", "total_s"]
+TIMING = ["sync_s", "features_s", "faces_s", "audio_s", "curation_s", "total_s"]
 pytestmark = pytest.mark.slow
 
 
