@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 if TYPE_CHECKING:
     from meadkit.clip_audio import AudioConfig
+    from meadkit.curation import CurationConfig
     from meadkit.faces import FacesConfig
     from meadkit.features import FeaturesConfig
     from meadkit.index import IndexConfig
@@ -38,6 +39,7 @@ STAGES = {
     "faces": "meadkit.faces:FacesConfig",
     "features": "meadkit.features:FeaturesConfig",
     "audio": "meadkit.clip_audio:AudioConfig",
+    "curation": "meadkit.curation:CurationConfig",
     "splits": "meadkit.splits:SplitConfig",
     "shards": "meadkit.shards:ShardConfig",
 }
@@ -70,6 +72,7 @@ class Pipeline:
     faces: FacesConfig
     features: FeaturesConfig
     audio: AudioConfig
+    curation: CurationConfig
     splits: SplitConfig
     shards: ShardConfig
 

@@ -1,4 +1,5 @@
-"""`prepare`: index -> per take (sync, features, audio, faces: `meadkit.take`) -> manifests -> shards, resumable.
+"""`prepare`: index -> per take (sync, features, audio, faces, curation: `meadkit.take`) -> manifests (with the
+corpus-wide curation checks, `meadkit.curation.corpus`) -> shards, resumable.
 
 The unit of work is a take (`meadkit.take.process_take`), which commits a small JSON record last
 (`OUT/state/takes/<take_id>.json`). A rerun keeps takes whose record carries the same config
@@ -83,17 +84,21 @@ def write_manifests(out: Path | str, records: Iterable[TakeRecord], pipeline: Pi
     mdir = Path(out) / "manifests"
     return {
         "sync": write_table(SyncRow.table(s for r in records for s in r.sync), mdir / "sync.parquet"),
-        "clips": write_table(ClipRow.table(_clips(records, pipeline)), mdir / "clips.parquet"),
+        "clips": write_table(ClipRow.table(_clips(out, records, pipeline)), mdir / "clips.parquet"),
         "status": write_table(StatusRow.table(r.status_row() for r in records), mdir / "status.parquet"),
     }
 
 
-def _clips(records: list[TakeRecord], pipeline: Pipeline) -> list[ClipRow]:
-    """Every record's clips by (take_id, view), with the split of `[splits]` and the take's config hash."""
+def _clips(out: Path | str, records: list[TakeRecord], pipeline: Pipeline) -> list[ClipRow]:
+    """Every record's clips by (take_id, view), with the split of `[splits]`, the take's config hash and the
+    corpus-wide curation columns and flags (`meadkit.curation.corpus.curate`)."""
+    from meadkit.curation.corpus import curate
+
     clips = sorted(((c, r.config_hash) for r in records for c in r.clips), key=lambda ch: (ch[0].take_id, ch[0].view))
     labels = pd.DataFrame([c.labels().to_row() for c, _ in clips], columns=list(LABEL_NAMES))
     splits = assign_splits(labels, pipeline.splits)
-    return [dataclasses.replace(c, split=split, config_hash=h) for (c, h), split in zip(clips, splits)]
+    rows = [dataclasses.replace(c, split=split, config_hash=h) for (c, h), split in zip(clips, splits)]
+    return curate(out, rows, {r.take_id: r.fingerprint for r in records}, pipeline.curation)
 
 
 @dataclass

@@ -243,6 +243,18 @@ class ClipRow(Record):
     audio_wav: Str = None
     audio_rate: I32 = None
     audio_padded: I32 = None
+    av_offset_frames: F32 = None
+    av_confidence: F32 = None
+    yaw_deg: F32 = None
+    pitch_deg: F32 = None
+    roll_deg: F32 = None
+    pose_range_deg: F32 = None
+    sharpness: F32 = None
+    exposure: F32 = None
+    valid_ratio: F32 = None
+    expression_strength: F32 = None
+    duplicate_of: Str = None
+    quality_flags: StrList = None
     config_hash: Str = None
 
     @classmethod
@@ -303,6 +315,7 @@ class StatusRow(Record):
     features_s: F32 = None
     faces_s: F32 = None
     audio_s: F32 = None
+    curation_s: F32 = None
     total_s: F32 = None
 
 
@@ -321,6 +334,7 @@ class TakeRecord:
     sync: list[SyncRow]
     clips: list[ClipRow]
     times: dict[str, float]
+    fingerprint: list = dataclasses.field(default_factory=list)  # the reference audio's (`meadkit.curation.clip`)
 
     @property
     def views_ok(self) -> int:
@@ -339,7 +353,8 @@ class TakeRecord:
     def status_row(self) -> StatusRow:
         t = self.times
         return StatusRow(self.take_id, self.status, self.error, self.views_ok, len(self.clips), self.n_frames, self.config_hash,
-                         t.get("sync"), t.get("features"), t.get("faces"), t.get("audio"), t.get("total"))
+                         t.get("sync"), t.get("features"), t.get("faces"), t.get("audio"), t.get("curation"),
+                         t.get("total"))
 
 
 @dataclass

@@ -1,13 +1,16 @@
-"""Structured selection of manifest rows (column in values), never `eval`/`query` on user text."""
+"""Structured selection of manifest rows (column in values; a curation column within bounds; no clip with a given
+quality flag), never `eval`/`query` on user text."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
+import numpy as np
 import pandas as pd
 
 from meadkit.corpus.names import ACTOR_RE, EMOTIONS, LEVELS, VIEWS
+from meadkit.curation import FLAGS, NUMERIC_COLUMNS
 from meadkit.manifest import read_table
 
 #: Columns a user may filter on, and the type their values are coerced to.
@@ -34,6 +37,10 @@ FILTER_VALUES = {
 }
 
 
+#: Columns `--min` / `--max` bound: the numeric curation columns, and `abs_<column>` for their absolute value.
+BOUND_COLUMNS = NUMERIC_COLUMNS + tuple(f"abs_{c}" for c in NUMERIC_COLUMNS)
+
+
 class SelectError(ValueError):
     """A filter on an unknown column, or with values of the wrong type or outside what the column can take."""
 
@@ -48,10 +55,14 @@ def load_clips(path: Path | str) -> pd.DataFrame:
     return read_table(path)
 
 
-def select(df: pd.DataFrame, keep_missing: bool = False, **filters: Optional[Iterable]) -> pd.DataFrame:
+def select(df: pd.DataFrame, keep_missing: bool = False, minimum: Optional[Mapping[str, float]] = None,
+           maximum: Optional[Mapping[str, float]] = None, no_flag: Optional[Iterable[str]] = None,
+           **filters: Optional[Iterable]) -> pd.DataFrame:
     """Rows of `df` where every given column takes one of the given values (None = no filter); with
-    `keep_missing`, also rows with no value in a filtered column (e.g. a whole archive's row)."""
-    mask = pd.Series(True, index=df.index)
+    `keep_missing`, also rows with no value in a filtered column (e.g. a whole archive's row). `minimum` and
+    `maximum` bound curation columns ({column: number}, `BOUND_COLUMNS`; a row without a value fails the bound);
+    `no_flag` drops rows whose quality_flags hold any of these flags."""
+    mask = quality_mask(df, minimum or {}, maximum or {}, no_flag or ())
     for column, values in filters.items():
         if values is None:
             continue
@@ -82,6 +93,56 @@ def filter_values(column: str, values: Iterable | str | int) -> set:
     if bad:
         raise SelectError(f"unknown {column} {', '.join(map(str, bad))}; allowed: {what}")
     return wanted
+
+
+def parse_bound(text: str) -> tuple[str, float]:
+    """'sharpness=50' -> ('sharpness', 50.0): a bound column and a number, parsed, never evaluated."""
+    column, sep, number = (t.strip() for t in str(text).partition("="))
+    _check_bound(column)
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if not sep or not np.isfinite(value):
+        raise SelectError(f"a bound is COLUMN=NUMBER, e.g. sharpness=50; got {text!r}")
+    return column, value
+
+
+def quality_mask(df: pd.DataFrame, minimum: Mapping[str, float], maximum: Mapping[str, float],
+                 no_flag: Iterable[str]) -> pd.Series:
+    """Rows within every bound (`select`'s `minimum`, `maximum`) and without any of the `no_flag` flags."""
+    mask = pd.Series(True, index=df.index)
+    for bounds, keep in ((minimum, np.greater_equal), (maximum, np.less_equal)):
+        for column, value in bounds.items():
+            mask &= keep(_bound_values(df, column), float(value))
+    flags = set(no_flag)
+    bad = sorted(flags - set(FLAGS))
+    if bad:
+        raise SelectError(f"unknown flag {', '.join(bad)}; flags: {', '.join(FLAGS)}")
+    if flags:
+        have = _column(df, "quality_flags")
+        mask &= ~have.map(lambda f: f is not None and bool(flags & set(f)))
+    return mask
+
+
+def _bound_values(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A bound column's values as floats (NaN where null), `abs_<column>` as absolute values."""
+    _check_bound(column)
+    name = column.removeprefix("abs_")
+    values = pd.to_numeric(_column(df, name), errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return np.abs(values) if name != column else values
+
+
+def _check_bound(column: str) -> None:
+    """Refuse (one line, listing the allowed) a column that is not a numeric curation column."""
+    if column not in BOUND_COLUMNS:
+        raise SelectError(f"cannot bound {column!r}; columns: {', '.join(BOUND_COLUMNS)}")
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    if name not in df.columns:
+        raise SelectError(f"the manifest has no {name!r} column (prepare it again to add the curation columns)")
+    return df[name]
 
 
 def split_csv(text: Optional[str]) -> Optional[list[str]]:

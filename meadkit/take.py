@@ -1,9 +1,10 @@
 """The take worker: a take's stages run in their declared order, then its record is committed.
 
-`STAGES` declares the per-take stages (sync, features, audio, faces): what each needs, what it makes for later stages,
+`STAGES` declares the per-take stages (sync, features, audio, faces, curation): what each needs, what it makes for later stages,
 which clip columns it adds, and its precondition (a take that does not meet it fails with that reason);
 `--until` cuts the list (`stages_until`). A worker (`process_take`) syncs the views, computes the audio feature sets once for
-the take's window (and, with `[audio] export`, cuts its audio once), runs the faces stage on each view cut to the window, writes every output under a temporary
+the take's window (and, with `[audio] export`, cuts its audio once), runs the faces stage on each view cut to the window, measures
+each such view's quality and the take's audio fingerprint (`meadkit.curation`), writes every output under a temporary
 name and commits the take's record last (`OUT/state/takes/<take_id>.json`). A bad take becomes a failed record;
 a full or read-only disk stops the run (`OutputDiskError`) and records nothing for the take it hit.
 """
@@ -63,6 +64,7 @@ class TakeState:
     grid: Optional[Grid] = None
     sync: list[SyncRow] = field(default_factory=list)
     times: Counter = field(default_factory=Counter)
+    fingerprint: list = field(default_factory=list)
 
     @classmethod
     def start(cls, task: TakeTask, pipeline: Pipeline) -> TakeState:
@@ -152,19 +154,32 @@ def _run_faces(s: TakeState) -> None:
         s.clips[view].update(**{k: v for k, v in face.items() if k in _FACE_COLUMNS})
 
 
+def _run_curation(s: TakeState) -> None:
+    """Each view the faces stage ran on gets its curation measures; the take gets its audio fingerprint."""
+    values, seconds = _timed(_curation, s)
+    s.times["curation"] += seconds
+    for view, row in values.items():
+        s.clips[view].update(**row)
+
+
 _SYNC_COLUMNS = ("sync_status", "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames")
 _FEATURE_COLUMNS = ("features_npz", "feature_sets", "mfcc_recipe", "padded_rows", "audio_duration_s")
 _AUDIO_COLUMNS = ("audio_wav", "audio_rate", "audio_padded")
 _FACE_COLUMNS = ("face_backend", "found_ratio", "mean_score", "jitter", "rejected_ratio", "mesh_ratio", "crop_size",
                  "crop_video", "faces_npz")
+#: Filled per clip by the curation stage; `expression_strength` and `duplicate_of` by `prepare` after the takes.
+_CURATION_COLUMNS = ("av_offset_frames", "av_confidence", "yaw_deg", "pitch_deg", "roll_deg", "pose_range_deg",
+                     "sharpness", "exposure", "valid_ratio", "quality_flags")
 #: The per-take stages in data-flow order.
 STAGES = (
     Stage("sync", needs=TASK_INPUTS, makes=("audio", "window", "sync"), adds=_SYNC_COLUMNS, blocked=_sync_blocked,
           run=_run_sync),
     Stage("features", needs=("audio", "window"), makes=(), adds=_FEATURE_COLUMNS, blocked=_no_window, run=_run_features),
     Stage("audio", needs=("audio", "window"), makes=(), adds=_AUDIO_COLUMNS, blocked=_no_window, run=_run_audio),
-    Stage("faces", needs=("usable", "window"), makes=(), adds=("face_status",) + _FACE_COLUMNS, blocked=_no_window,
-          run=_run_faces),
+    Stage("faces", needs=("usable", "window"), makes=("faces",), adds=("face_status",) + _FACE_COLUMNS,
+          blocked=_no_window, run=_run_faces),
+    Stage("curation", needs=("audio", "window", "faces"), makes=(), adds=_CURATION_COLUMNS, blocked=_no_window,
+          run=_run_curation),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -245,7 +260,7 @@ def _take_record(s: TakeState, config_hash: str, failure: Optional[str], seconds
     status, error = take_outcome(clips, failure)
     times = {k: round(v, 3) for k, v in s.times.items()} | {"total": round(seconds, 3)}
     return TakeRecord(s.task.key.id, config_hash, s.task.inputs, list(s.task.stages), status, error,
-                      0 if failure else int(s.grid.n_frames), s.sync, clips, times)
+                      0 if failure else int(s.grid.n_frames), s.sync, clips, times, [] if failure else s.fingerprint)
 
 
 def crashed_record(task: TakeTask, config_hash: str, exc: BaseException) -> TakeRecord:
@@ -306,7 +321,7 @@ def _features(audio: tuple, grid: Grid, pipeline: Pipeline, cdir: Path) -> dict:
 
 
 def _window(s: TakeState) -> tuple[float, int, Fraction]:
-    """The take's output grid (t0_s on the reference clock, frames, fps): the one place the audio stage reads it."""
+    """The take's output grid (t0_s on the reference clock, frames, fps): where the audio and curation stages read it."""
     return s.grid.t0_s, s.grid.n_frames, s.grid.fps
 
 
@@ -335,6 +350,22 @@ def _faces(source, view_sync, grid: Grid, pipeline: Pipeline, cdir: Path, view: 
         "crop_size": pipeline.faces.crop_size, "crop_video": str(video.relative_to(out)) if ok else None,
         "faces_npz": str(arrays.relative_to(out)) if ok else None,
     }
+
+
+def _curation(s: TakeState) -> dict[str, dict]:
+    """The take's fingerprint (set on the state) and, by view the faces stage ran on, its curation columns."""
+    from meadkit.curation.clip import fingerprint, measure_clip, take_envelope
+
+    envelope, silent = take_envelope(s.audio, *_window(s))
+    s.fingerprint = fingerprint(s.audio)
+    values = {}
+    for view, row in s.usable.items():
+        if "faces" not in s.outcomes[view]:
+            continue
+        clip = s.clips[view]
+        npz, video = (s.out / p if p else None for p in (clip.faces_npz, clip.crop_video))
+        values[view] = measure_clip(npz, video, envelope, silent, (row.width, row.height))
+    return values
 
 
 def _describe(e: BaseException) -> str:

@@ -1,7 +1,7 @@
 """The package's layering, read from its import graph (every `import`, also inside functions).
 
 Layers, bottom up: records and helpers (atomic, lock, manifest, progress, storage, config, corpus.names) -> media ->
-corpus -> stages (index, sync, faces, features, clip_audio, shards, splits, select) -> take worker and runner -> prepare ->
+corpus -> stages (index, sync, faces, features, clip_audio, shards, splits, select, curation) -> take worker and runner -> prepare ->
 data, baseline, report, demo -> commands -> cli. A rule names a module prefix and what it must not import.
 """
 import ast
@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "meadkit"
 STAGES = ("meadkit.index", "meadkit.sync", "meadkit.faces", "meadkit.features", "meadkit.clip_audio", "meadkit.shards",
-          "meadkit.splits", "meadkit.select")
+          "meadkit.splits", "meadkit.select", "meadkit.curation")
 TOP = ("meadkit.commands", "meadkit.cli", "meadkit.runner", "meadkit.prepare", "meadkit.take", "meadkit.demo",
        "meadkit.report", "meadkit.baseline", "meadkit.data", "meadkit.inputs", "meadkit.export")
 RULES = [

@@ -18,7 +18,7 @@ from meadkit.corpus.synth import read_truth
 from meadkit.manifest import read_table
 from meadkit.prepare import run_prepare
 
-TIMING = ["sync_s", "features_s", "faces_s", "audio_s", "total_s"]
+TIMING = ["sync_s", "features_s", "faces_s", "audio_s", "curation_s", "total_s"]
 pytestmark = pytest.mark.slow
 
 
@@ -126,7 +126,7 @@ def test_defects_become_status_rows_and_strict_fails(tiny_defects_corpus, tmp_pa
 def test_kill_minus_nine_then_rerun_equals_uninterrupted(tiny_corpus, prepared, tmp_path):
     raw, _ = tiny_corpus
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "meadkit", "prepare", str(raw), "-o", str(out), "--quiet", "-j", "2", "--until", "faces"]
+    cmd = [sys.executable, "-m", "meadkit", "prepare", str(raw), "-o", str(out), "--quiet", "-j", "2", "--until", "curation"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     records = out / "state" / "takes"
     deadline = time.time() + 300
@@ -147,5 +147,5 @@ def test_dask_cluster_gives_the_same_manifests(tiny_corpus, prepared, tmp_path):
     raw, _ = tiny_corpus
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
         run_prepare(raw, tmp_path / "d", load_pipeline(), backend="dask", scheduler=cluster.scheduler_address,
-                    progress=False, stages=("sync", "features", "audio", "faces"))
+                    progress=False, stages=("sync", "features", "audio", "faces", "curation"))
     _assert_same(_manifests(prepared[2]), _manifests(tmp_path / "d"))

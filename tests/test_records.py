@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import meadkit.take
+from meadkit.curation import CORPUS_COLUMNS
 from meadkit.commands.prepare import UNTIL, command, stages_for
 from meadkit.config import load_pipeline
 from meadkit.corpus.names import MEAD_FPS, TakeKey
@@ -75,7 +76,7 @@ def test_take_record_json_round_trip_turns_numpy_into_numbers():
     back = TakeRecord.from_json(record.to_json())
     assert back == TakeRecord(KEY.id, "h-sff", "abc", list(STAGE_NAMES), "ok", None, 20, [sync], [clip], {"sync": 0.5, "total": 1.0})
     assert type(back.clips[0].found_ratio) is float and type(back.clips[0].n_frames) is int
-    assert back.status_row() == StatusRow(KEY.id, "ok", None, 1, 1, 20, "h-sff", 0.5, None, None, None, 1.0)
+    assert back.status_row() == StatusRow(KEY.id, "ok", None, 1, 1, 20, "h-sff", 0.5, None, None, None, None, 1.0)
     with pytest.raises(TypeError):
         TakeRecord.from_json('{"take_id": "x", "sync": [], "clips": [], "surprise": 1}')
 
@@ -151,11 +152,11 @@ def test_take_outcome(statuses, failure, expected):
 
 def test_until_cuts_the_declared_stage_list():
     choices = next(p for p in command.params if p.name == "until").type.choices
-    assert tuple(choices) == UNTIL == ("index", "sync", "features", "audio", "faces", "shards")
-    every = ("sync", "features", "audio", "faces")
+    assert tuple(choices) == UNTIL == ("index", "sync", "features", "audio", "faces", "curation", "shards")
+    every = ("sync", "features", "audio", "faces", "curation")
     assert {u: stages_for(u) for u in UNTIL} == {
         "index": (), "sync": ("sync",), "features": ("sync", "features"), "audio": ("sync", "features", "audio"),
-        "faces": every, "shards": every}
+        "faces": every[:4], "curation": every, "shards": every}
     assert [stages_until(s) for s in STAGE_NAMES] == [STAGE_NAMES[: i + 1] for i in range(len(STAGES))]
 
 
@@ -177,7 +178,7 @@ def test_stages_declare_the_clip_columns_each_fills_once():
     adds = [c for s in STAGES for c in s.adds]
     assert len(adds) == len(set(adds)) and set(adds) <= set(ClipRow.columns())
     base = set(ClipRow.of(_recording("front")).to_row()) - {k for k, v in ClipRow.of(_recording("front")).to_row().items() if v is None}
-    settled = {"status", "error", "index_status", "split", "config_hash"}
+    settled = {"status", "error", "index_status", "split", "config_hash"} | set(CORPUS_COLUMNS)
     assert base | settled | set(adds) == set(ClipRow.columns())
 
 

@@ -28,7 +28,7 @@ from meadkit.report.inputs import Inputs
 from meadkit.report.landmarks import landmark_frames
 from meadkit.report.training import long_metrics, section_training
 
-SECTIONS = ("overview", "completeness", "problems", "sync", "faces", "audio", "training")
+SECTIONS = ("overview", "completeness", "problems", "sync", "faces", "audio", "curation", "training")
 PNG = "data:image/png;base64,"
 SRC_W, SRC_H, SRC_FRAMES = 192, 144, 40
 CROP, CROP_FRAMES, START = 64, 24, 4

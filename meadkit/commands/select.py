@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from meadkit.commands.options import filter_options, filters_from
+from meadkit.select import split_csv
 from meadkit.splits import METHODS
 
 
@@ -20,19 +21,29 @@ from meadkit.splits import METHODS
               help="Write the selected takes' split assignment as a take_id,split CSV (read back with "
                    "--set splits.method=file --set splits.file=CSV), so a split is reproduced exactly.")
 @click.option("--status", "status_", metavar="LIST", default="ok", show_default=True, help="Keep only these statuses ('' for all).")
+@click.option("--min", "minimum", metavar="COLUMN=NUMBER", multiple=True,
+              help="Keep only clips whose curation column is at least NUMBER (repeatable), e.g. sharpness=50; "
+                   "abs_<column> bounds the absolute value. A clip without a value is dropped.")
+@click.option("--max", "maximum", metavar="COLUMN=NUMBER", multiple=True,
+              help="Keep only clips whose curation column is at most NUMBER (repeatable), e.g. abs_av_offset_frames=1.")
+@click.option("--no-flag", "no_flag", metavar="LIST", multiple=True,
+              help="Drop clips with any of these quality flags (comma separated or repeated), e.g. duplicate,blurry.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the selected rows here (Parquet).")
-def command(source, split_method, split_file, seed, export, out, **kw):
+def command(source, split_method, split_file, seed, export, minimum, maximum, no_flag, out, **kw):
     """Select clips from a prepared OUT folder (or a clips Parquet file) by actor, gender, emotion,
-    level, view, take, split and status; print counts by emotion x level x view."""
+    level, view, take, split and status, and by quality (curation columns, flags); print counts by
+    emotion x level x view."""
     from meadkit.manifest import write_table
-    from meadkit.select import SelectError, counts, load_clips, select
+    from meadkit.select import SelectError, counts, load_clips, parse_bound, select
     from meadkit.splits import SplitConfig, SplitFileError, assign_splits, write_split_file
 
     try:
         df = load_clips(source)
         if split_method:
             df["split"] = assign_splits(df, SplitConfig(method=split_method, seed=seed, file=split_file or ""))
-        df = select(df, **filters_from(kw))
+        bounds = [dict(parse_bound(t) for t in given) for given in (minimum, maximum)]
+        flags = [f for text in no_flag for f in split_csv(text) or ()]
+        df = select(df, minimum=bounds[0], maximum=bounds[1], no_flag=flags, **filters_from(kw))
     except (SelectError, SplitFileError) as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"{len(df)} clips, {df['take_id'].nunique() if len(df) else 0} takes")

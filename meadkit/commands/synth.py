@@ -64,6 +64,9 @@ def _actors(ctx, param, value):
 @click.option("--tar-naming", default="mixed", type=click.Choice(TAR_NAMINGS), help="<actor>/video.tar, <actor>_video.tar, or alternate per actor.")
 @click.option("--defects", is_flag=True, help="Inject each of MEAD's known irregularities once (no audio stream, truncated mp4, "
               "missing view/take, extra video/1/ level, short audio, stray file, corrupt tar with --tar).")
+@click.option("--curation-defects", is_flag=True, help="Inject each curation defect once in the first actor's emotional "
+              "takes: a front view whose picture lags its audio by 3 frames, a blurred view, a take copied under a new "
+              "take number, a take with left_30 and right_30 swapped.")
 @click.option("--voice", default="auto", type=click.Choice(["auto", "procedural"]), help="auto = espeak-ng if on PATH, else a procedural voice.")
 @click.option("--fps", "fps", default=str(MEAD_RATES[0]), type=click.Choice([str(r) for r in MEAD_RATES]),
               help="Frame rate: MEAD's two exact rates (most of MEAD is 65521/2184; some views are 1000000/33333).")
@@ -73,7 +76,8 @@ def _actors(ctx, param, value):
 @jobs_option(what="Worker processes (takes rendered in parallel)")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ground-truth Parquet path  [default: OUT.truth.parquet beside OUT]")
-def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, voice, fps,
+def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, curation_defects,
+            voice, fps,
             encoding, jobs, truth):
     """Write a synthetic corpus in MEAD's exact layout to OUT, with known ground truth.
 
@@ -85,7 +89,8 @@ def command(out, actors, emotions, levels, takes, seconds, views, resolution, ph
     Example: meadkit synth /tmp/mead --actors 2 --emotions neutral,happy --takes 1 --resolution 480x270
     """
     config = SynthConfig(actors=actors, emotions=emotions, levels=levels, takes=takes, seconds=seconds, views=views,
-                         width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects, tar=tar,
+                         width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects,
+                         curation_defects=curation_defects, tar=tar,
                          tar_naming=tar_naming, voice=voice, fps=Fraction(fps), encoding=encoding)
     try:
         config.validate()

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
 #: Defect kinds `--defects` injects (each once), as they appear in the truth's `defects` column.
 DEFECT_KINDS = ("no_audio", "truncated", "missing_view", "missing_take", "extra_level", "short_audio",
                 "stray_file", "corrupt_tar")
+#: Curation defects `--curation-defects` injects (each once, in the first actor's emotional takes): a view whose
+#: picture lags its own audio by `CURATION_LAG_FRAMES`, a blurred view, a take copied under a new take number, and
+#: a take whose left_30 and right_30 files are swapped.
+CURATION_DEFECT_KINDS = ("av_lag", "blurred", "duplicate", "swapped_view")
+CURATION_LAG_FRAMES = 3
+BLUR_SIGMA = 2.5
+SWAPPED_VIEWS = ("left_30", "right_30")
 TAR_NAMINGS = ("video.tar", "actor_video.tar", "mixed")
 
 #: The truth's per-frame columns (`TRUTH_SCHEMA`), which `read_truth` leaves out.
@@ -66,6 +74,7 @@ class SynthConfig:
     sample_rate: int = MEAD_SAMPLE_RATE
     seed: int = 0
     defects: bool = False
+    curation_defects: bool = False
     tar: bool = False
     tar_naming: str = "mixed"  # video.tar | actor_video.tar | mixed (alternating per actor)
     voice: str = "auto"  # auto (espeak-ng if on PATH) | procedural
@@ -128,6 +137,12 @@ class SynthConfig:
             raise ValueError("need takes >= 1 and seconds >= 1")
         if self.defects and (len(self.take_keys()) < 3 or len(self.views) < 3):
             raise ValueError("defects need at least 3 takes and 3 views, so each defect hits its own file")
+        if self.curation_defects and (len(self._emotional_keys()) < 4 or not set(SWAPPED_VIEWS) <= set(self.views)):
+            raise ValueError(f"curation defects need 4 emotional takes of the first actor and the views {SWAPPED_VIEWS}")
+
+    def _emotional_keys(self) -> list[TakeKey]:
+        """The first actor's non-neutral takes (where curation defects go)."""
+        return [k for k in self.take_keys() if k.actor == self.actor_ids()[0] and k.emotion != "neutral"]
 
 
 @dataclass
@@ -140,6 +155,25 @@ class DefectPlan:
     extra_level_actor: Optional[str] = None
     corrupt_tar_actor: Optional[str] = None
     stray: Optional[str] = None  # relpath
+    lag: dict = field(default_factory=dict)  # (take_id, view) -> frames the picture lags its own audio
+    blurred: set = field(default_factory=set)  # (take_id, view)
+    swapped: set = field(default_factory=set)  # take_ids whose SWAPPED_VIEWS files trade places
+    duplicates: dict = field(default_factory=dict)  # take_id -> the TakeKey its files are copied to
+
+
+def plan_curation_defects(config: SynthConfig, plan: DefectPlan) -> DefectPlan:
+    """Put each curation defect once in its own emotional take of the first actor (deterministic for the seed)."""
+    if not config.curation_defects:
+        return plan
+    keys = config._emotional_keys()
+    rng = np.random.default_rng([config.seed, 0xC0BA7E])
+    lag_take, blur_take, dup_take, swap_take = (keys[i] for i in rng.permutation(len(keys))[:4])
+    side = [v for v in config.views if v not in SWAPPED_VIEWS + ("front",)] or ["front"]
+    plan.lag[(lag_take.id, "front")] = CURATION_LAG_FRAMES
+    plan.blurred.add((blur_take.id, side[int(rng.integers(len(side)))]))
+    plan.swapped.add(swap_take.id)
+    plan.duplicates[dup_take.id] = TakeKey(dup_take.actor, dup_take.emotion, dup_take.level, config.takes + 1)
+    return plan
 
 
 def plan_defects(config: SynthConfig) -> DefectPlan:
@@ -177,6 +211,8 @@ def _rng(config: SynthConfig, *names: str) -> np.random.Generator:
 
 
 def _video_path(key: TakeKey, view: str, plan: DefectPlan) -> str:
+    if key.id in plan.swapped and view in SWAPPED_VIEWS:
+        view = SWAPPED_VIEWS[1 - SWAPPED_VIEWS.index(view)]
     rel = video_relpath(key.actor, view, key.emotion, key.level, key.take)
     if key.actor == plan.extra_level_actor:
         rel = rel.replace("/video/", "/video/1/", 1)
@@ -264,7 +300,8 @@ def _render_take(config: SynthConfig, actor: _Actor, key: TakeKey, plan: DefectP
                  defects=a_kinds)]
 
     kinds = {v: list(plan.views.get((key.id, v), [])) + (["missing_take"] if missing_take else [])
-             + (["extra_level"] if key.actor == plan.extra_level_actor else []) for v in config.views}
+             + (["extra_level"] if key.actor == plan.extra_level_actor else []) + _curation_kinds(plan, key, v)
+             for v in config.views}
     lms, opens = _write_views(config, actor, key, tl, voice, random_motion(rng), kinds, plan, root, rng)
     for v in config.views:
         written = not (missing_take or "missing_view" in kinds[v])
@@ -275,7 +312,31 @@ def _render_take(config: SynthConfig, actor: _Actor, key: TakeKey, plan: DefectP
                          sample_rate=sr if audio else None, channels=1 if audio else None,
                          n_samples=tl.n_samples[v] if audio else None, width=config.width, height=config.height,
                          defects=kinds[v], landmarks=lms[v].reshape(-1), mouth_open=opens[v]))
-    return rows
+    return rows + _duplicate_rows(plan, key, rows, root)
+
+
+def _curation_kinds(plan: DefectPlan, key: TakeKey, view: str) -> list[str]:
+    """The curation defects of one (take, view) as the truth's `defects` names them."""
+    hits = [((key.id, view) in plan.lag, "av_lag"), ((key.id, view) in plan.blurred, "blurred"),
+            (key.id in plan.swapped and view in SWAPPED_VIEWS, "swapped_view")]
+    return [kind for hit, kind in hits if hit]
+
+
+def _duplicate_rows(plan: DefectPlan, key: TakeKey, rows: list[dict], root: Path) -> list[dict]:
+    """With a `duplicate` planned for this take: copy its written files under the new take number (same bytes);
+    the copies' truth rows, marked `duplicate`."""
+    copy = plan.duplicates.get(key.id)
+    if copy is None:
+        return []
+    out = []
+    for r in rows:
+        rel = (audio_relpath(copy.actor, copy.emotion, copy.level, copy.take) if r["kind"] == "audio"
+               else _video_path(copy, r["view"], plan))
+        if r["written"]:
+            with atomic_path(root / rel) as tmp:
+                shutil.copyfile(root / r["relpath"], tmp)
+        out.append(dict(r, take=copy.take, take_id=copy.id, relpath=rel, defects=list(r["defects"]) + ["duplicate"]))
+    return out
 
 
 def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
@@ -301,13 +362,14 @@ def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
             tmps[v].parent.mkdir(parents=True, exist_ok=True)
             writers[v] = VideoWriter(str(tmps[v]), fps, config.width, config.height, crf=config.crf,
                                      preset=config.preset, audio=audio, encoding=config.encoding)
-        for k in range(min(tl.shift.values()), max(tl.shift[v] + tl.n_frames[v] for v in views)):
+        lag = {v: plan.lag.get((key.id, v), 0) for v in views}
+        for k in range(min(tl.shift[v] - lag[v] for v in views), max(tl.shift[v] - lag[v] + tl.n_frames[v] for v in views)):
             t = float(k / fps)
             opening = float(voice.opening_at(np.array([t]))[0])
             target = actor.face.target(key.emotion, key.level, opening)
             head = motion.at(t)
             for v in views:
-                i = k - tl.shift[v]
+                i = k - tl.shift[v] + lag[v]  # a lagging picture shows at frame i what frame i - lag should show
                 if not 0 <= i < tl.n_frames[v]:
                     continue
                 pts, dist = actor.face.project(target, actor.cameras[v], head, config.width, config.height)
@@ -316,7 +378,7 @@ def _write_views(config, actor, key, tl, voice, motion, kinds, plan, root, rng):
                 if v in writers:
                     frame = actor.backdrops[v].copy()
                     actor.face.draw(frame, pts, dist)
-                    writers[v].write(frame)
+                    writers[v].write(cv2.GaussianBlur(frame, (0, 0), BLUR_SIGMA) if "blurred" in kinds[v] else frame)
         for v in list(writers):
             writers.pop(v).close()
             if "truncated" in kinds[v]:
@@ -395,7 +457,7 @@ def synthesize(out_dir: Path | str, config: SynthConfig = SynthConfig(), truth_p
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth = Path(truth_path) if truth_path else default_truth_path(out)
-    plan = plan_defects(config)
+    plan = plan_curation_defects(config, plan_defects(config))
     stage = out / f".staging{TMP_MARK}" if config.tar else out
     actors = config.actor_ids()
     keys = config.take_keys()

@@ -16,6 +16,7 @@ from meadkit.atomic import atomic_path
 from meadkit.report.audio import section_audio
 from meadkit.report.completeness import section_completeness
 from meadkit.report.corpus import section_overview
+from meadkit.report.curation import section_curation
 from meadkit.report.faces import section_faces
 from meadkit.report.inputs import MANIFESTS, Inputs
 from meadkit.report.page import esc
@@ -53,6 +54,7 @@ def render_report(out_dir: Path | str, run_dir: Optional[Path | str] = None) -> 
         ("sync", "Sync", _guard(section_sync, inp)),
         ("faces", "Faces", _guard(section_faces, inp)),
         ("audio", "Audio", _guard(section_audio, inp)),
+        ("curation", "Curation", _guard(section_curation, inp)),
         ("training", "Training", _guard(section_training, Path(run_dir) if run_dir else None)),
     ]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
