@@ -105,7 +105,8 @@ def test_prepare_recovers_each_curation_defect(curated):
     copies = clips[defects.map(lambda d: "duplicate" in d)]
     assert len(copies) == 4 and copies.duplicate_of.notna().all() and all("duplicate" in flags[i] for i in copies.index)
     clean = flags[defects.map(len) == 0]
-    false = {"av_offset", "pose_mismatch", "blurry", "duplicate", "no_landmarks", "silent"}
+    false = {"av_offset", "pose_mismatch", "blurry", "duplicate", "no_landmarks", "silent", "level_order",
+             "weak_expression"}  # faces of ~30 px between the eyes are too small to judge expressions on
     assert not any(f & false for f in clean), clean[clean.map(lambda f: bool(f & false))]
 
 

@@ -42,6 +42,10 @@ class CurationConfig:
     #: weak_expression: an emotional clip whose expression_strength is below this many times the median of the
     #: same actor's and view's neutral clips.
     weak_expression_ratio: float = field(default=1.2, metadata={"min": 0.0})
+    #: weak_expression, level_order: judged only on faces at least this many source pixels between the eyes
+    #: (median): at ~30 px a level's landmark change is about a pixel, under tracking noise (measured: 18 of 56
+    #: clean clips broke the order at 480x270, none at 960x540); MEAD's 1080p front faces are ~200 px.
+    min_face_iod_px: float = field(default=50.0, metadata={"min": 0.0})
     #: duplicate: two takes of an actor whose reference-audio fingerprints correlate at least this much.
     duplicate_corr: float = field(default=0.97, metadata={"min": 0.0, "max": 1.0})
 

@@ -22,8 +22,9 @@ def curate(out: Path | str, clips: Sequence[ClipRow], fingerprints: Mapping[str,
     """Copies of `clips` with expression_strength, duplicate_of and the final quality_flags (the worker's
     threshold-free flags, then those of `config`'s thresholds and of the corpus-wide checks)."""
     strength = expression_strengths(Path(out), clips)
-    breaks = level_order_breaks(clips, strength)
-    weak = weak_expressions(clips, strength, config.weak_expression_ratio)
+    judged = {i: v for i, v in strength.items() if face_size(Path(out), clips[i]) >= config.min_face_iod_px}
+    breaks = level_order_breaks(clips, judged)
+    weak = weak_expressions(clips, judged, config.weak_expression_ratio)
     copies = duplicates(fingerprints, config.duplicate_corr)
     result = []
     for i, c in enumerate(clips):
@@ -72,6 +73,18 @@ def expression_strengths(out: Path, clips: Sequence[ClipRow]) -> dict[int, float
         if mean is not None:
             result[i] = _distance(s, mean)
     return result
+
+
+def face_size(out: Path, clip: ClipRow) -> float:
+    """The clip's median inter-ocular distance in source pixels over its valid frames (0 where unreadable): the
+    expression checks judge only faces large enough for a level's landmark change to exceed tracking noise."""
+    try:
+        with np.load(out / clip.faces_npz, allow_pickle=False) as z:
+            points = z["landmarks_src"][z["valid"].astype(bool)].astype(np.float64)
+    except (OSError, KeyError, ValueError, TypeError):
+        return 0.0
+    iod = np.linalg.norm(points[:, 36:42].mean(1) - points[:, 42:48].mean(1), axis=-1)
+    return float(np.median(iod)) if len(iod) else 0.0
 
 
 def _centred(points: np.ndarray) -> np.ndarray:
