@@ -21,8 +21,9 @@ def curate(out: Path | str, clips: Sequence[ClipRow], fingerprints: Mapping[str,
            config: CurationConfig) -> list[ClipRow]:
     """Copies of `clips` with expression_strength, duplicate_of and the final quality_flags (the worker's
     threshold-free flags, then those of `config`'s thresholds and of the corpus-wide checks)."""
-    strength = expression_strengths(Path(out), clips)
-    judged = {i: v for i, v in strength.items() if face_size(Path(out), clips[i]) >= config.min_face_iod_px}
+    measured = expression_strengths(Path(out), clips)
+    strength = {i: v for i, (v, _) in measured.items()}
+    judged = {i: v for i, (v, iod) in measured.items() if iod >= config.min_face_iod_px}
     breaks = level_order_breaks(clips, judged)
     weak = weak_expressions(clips, judged, config.weak_expression_ratio)
     copies = duplicates(fingerprints, config.duplicate_corr)
@@ -54,14 +55,16 @@ def _finite(*values) -> bool:
     return all(v is not None and np.isfinite(v) for v in values)
 
 
-def expression_strengths(out: Path, clips: Sequence[ClipRow]) -> dict[int, float]:
-    """By clip index: the median over its closed-mouth frames (valid, mouth opening at most the clip's median:
+def expression_strengths(out: Path, clips: Sequence[ClipRow]) -> dict[int, tuple[float, float]]:
+    """By clip index: (strength, the face's median inter-ocular distance in source pixels: the expression checks
+    judge only faces large enough for a level's landmark change to exceed tracking noise). Strength is the median over its closed-mouth frames (valid, mouth opening at most the clip's median:
     speech moves the mouth as much as an expression) of the mean distance of EXPRESSION_POINTS of landmarks_crop,
     Procrustes-aligned (shift, scale, rotation), from the mean shape of its actor's and view's neutral clips'
     such frames, over that shape's inter-ocular distance. Clips without valid landmarks, or whose actor and view
     have no neutral clip, get none."""
-    shapes = {i: _crop_landmarks(out / c.faces_npz) for i, c in enumerate(clips) if c.faces_npz}
-    shapes = {i: s for i, s in shapes.items() if s is not None and len(s)}
+    read = {i: _crop_landmarks(out / c.faces_npz) for i, c in enumerate(clips) if c.faces_npz}
+    read = {i: r for i, r in read.items() if r is not None and len(r[0])}
+    shapes = {i: points for i, (points, _) in read.items()}
     neutral = defaultdict(list)
     for i, s in shapes.items():
         if clips[i].emotion == "neutral":
@@ -71,20 +74,8 @@ def expression_strengths(out: Path, clips: Sequence[ClipRow]) -> dict[int, float
     for i, s in shapes.items():
         mean = means.get((clips[i].actor, clips[i].view))
         if mean is not None:
-            result[i] = _distance(s, mean)
+            result[i] = _distance(s, mean), read[i][1]
     return result
-
-
-def face_size(out: Path, clip: ClipRow) -> float:
-    """The clip's median inter-ocular distance in source pixels over its valid frames (0 where unreadable): the
-    expression checks judge only faces large enough for a level's landmark change to exceed tracking noise."""
-    try:
-        with np.load(out / clip.faces_npz, allow_pickle=False) as z:
-            points = z["landmarks_src"][z["valid"].astype(bool)].astype(np.float64)
-    except (OSError, KeyError, ValueError, TypeError):
-        return 0.0
-    iod = np.linalg.norm(points[:, 36:42].mean(1) - points[:, 42:48].mean(1), axis=-1)
-    return float(np.median(iod)) if len(iod) else 0.0
 
 
 def _centred(points: np.ndarray) -> np.ndarray:
@@ -103,17 +94,19 @@ def _distance(frames: np.ndarray, mean: np.ndarray) -> float:
     return float(np.median(np.abs(a[:, None] * z - m).mean(1)) / iod)
 
 
-def _crop_landmarks(path: Path) -> Optional[np.ndarray]:
+def _crop_landmarks(path: Path) -> Optional[tuple[np.ndarray, float]]:
     """(N, 68, 2) landmarks_crop of a faces.npz's valid frames whose mouth opening is at most the median of
-    those; None where it cannot be read."""
+    those, and the median inter-ocular distance of its valid landmarks_src; None where it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as z:
             points, valid = z["landmarks_crop"].astype(np.float64), z["valid"].astype(bool)
+            src = z["landmarks_src"][valid].astype(np.float64)
     except (OSError, KeyError, ValueError):
         return None
+    iod = np.linalg.norm(src[:, 36:42].mean(1) - src[:, 42:48].mean(1), axis=-1)
     points = points[valid & np.isfinite(points).all(axis=(1, 2))]
     mouth = mouth_opening(points)
-    return points[mouth <= np.median(mouth)] if len(points) else points
+    return (points[mouth <= np.median(mouth)] if len(points) else points), float(np.median(iod)) if len(iod) else 0.0
 
 
 def level_order_breaks(clips: Sequence[ClipRow], strength: Mapping[int, float]) -> set[int]:
