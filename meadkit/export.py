@@ -19,11 +19,15 @@ feature sets, `padded`), loadable with `datasets.load_dataset("parquet", data_fi
 """
 from __future__ import annotations
 
-import io
+import contextlib
 import json
+import os
+import struct
 import tarfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -46,8 +50,7 @@ SHARD_PATTERN = "mead-{:06d}.tar"
 _TAR_BLOCK = 512
 _TAR_END = 20 * _TAR_BLOCK  # a tar's closing blocks, padded to tarfile's record size at most
 _JSON_MAX = 4096
-_ZIP_ENTRY, _ZIP_END = 30 + 46, 22  # a stored zip member's local header and central entry (less its name twice), the end record
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every merged npz member's time: the same clip, the same bytes
+_ZIP32_MAX = 0xFFFFFFFF  # a merged npz has no zip64 records: members and offsets under 4 GB (a clip's are MBs)
 #: Clip columns carried into each sample's json.
 JSON_COLUMNS = ("take_id", "actor", "gender", "emotion", "level", "take", "view", "split", "fps_num", "fps_den",
                 "offset_s", "sync_confidence", "sync_method", "t0_s", "start_frame", "n_frames", "found_ratio",
@@ -83,25 +86,29 @@ def export_webdataset(out: Path | str, dest: Path | str, config: ExportConfig = 
     out, dest = Path(out), _dest(dest)
     clips = _finished_clips(out, filters)
     plan = plan_shards(clips, lambda row: _sample_bytes_at_most(out, row), config)
-    plan["bytes"] = [_sample_bytes(out, row) for row in clips.itertuples(index=False)]
     selection = {"format": FORMAT, "source": str(out.resolve()), "keys": list(plan["key"]),
                  "shard_bytes": config.shard_bytes, "shard_samples": config.shard_samples}
     _claim(dest, selection, overwrite)
     summary = ExportSummary(samples=len(plan))
     for shard, rows in plan.groupby("shard", sort=True).groups.items():  # plan rows are clips rows, in order
-        name = SHARD_PATTERN.format(int(shard))
-        size = dest.size(name)
-        if size == _tar_bytes(plan.loc[rows, "bytes"]):
-            summary.shards_kept += 1
-        else:
-            with dest.written(name) as tmp:
-                _write_tar(tmp, zip(plan.loc[rows, "key"], (_members(out, row) for row in clips.loc[rows].itertuples(index=False))))
-                size = tmp.stat().st_size
-            summary.shards_written += 1
+        kept, size = _export_shard(out, dest, clips.loc[rows], plan.loc[rows, "key"], SHARD_PATTERN.format(int(shard)))
+        summary.shards_kept += kept
+        summary.shards_written += not kept
         summary.bytes += size
     _write_index(dest, plan, selection, audio="audio_wav" in clips.columns and bool(clips["audio_wav"].notna().any()))
     summary.splits = plan.groupby("split")["shard"].nunique().to_dict()
     return summary
+
+
+def _export_shard(out: Path, dest: Dest, clips: pd.DataFrame, keys: pd.Series, name: str) -> tuple[bool, int]:
+    """Write shard `name` of these clips, or keep it where DEST already has it whole: (kept, its size)."""
+    rows = list(clips.itertuples(index=False))
+    size = dest.size(name)
+    if size is not None and size == _tar_bytes([_sample(out, row) for row in rows]):
+        return True, size
+    with dest.written(name) as tmp, ThreadPoolExecutor(1) as ahead:  # the next clips' zips are read during a copy
+        _write_tar(tmp, zip(keys, ahead.map(partial(_sample, out), rows)))
+        return False, tmp.stat().st_size
 
 
 def _dest(dest: Path | str) -> Dest:
@@ -112,11 +119,12 @@ def _dest(dest: Path | str) -> Dest:
         raise ExportError(str(e)) from None
 
 
-def _tar_bytes(samples) -> int:
-    """The exact size of a tar of samples of these sizes (`_sample_bytes`): its two end blocks, padded to tarfile's
-    record size. A shard already under its name is kept only if it has this size (only whole shards get a final
-    name, renamed or uploaded whole; this also turns away an object cut short by anything else)."""
-    return -(-(int(sum(samples)) + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+def _tar_bytes(samples: list[dict[str, "_Member"]]) -> int:
+    """The exact size of a tar of these samples: each member's header and padded data, the two end blocks, padded
+    to tarfile's record size. A shard already under its name is kept only if it has this size (only whole shards
+    get a final name, renamed or uploaded whole; this also turns away an object cut short by anything else)."""
+    data = sum(_member_bytes(m.size) for members in samples for m in members.values())
+    return -(-(data + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def _finished_clips(out: Path, filters: dict) -> pd.DataFrame:
@@ -156,24 +164,13 @@ def _member_bytes(n: int) -> int:
 
 
 def _sample_bytes_at_most(out: Path, row) -> int:
-    """An upper bound of a clip's sample in a tar, from its files' sizes (the sample's npz holds the arrays of the
-    faces and features files in one archive, so it is no larger than both; its json is under `_JSON_MAX`)."""
+    """An upper bound of a clip's sample in a tar, from its files' sizes alone (the sample's npz holds the members
+    of the faces and features files and one central directory no longer than theirs, so it is no larger than both;
+    its json is under `_JSON_MAX`)."""
     arrays = (out / row.faces_npz).stat().st_size + (out / row.features_npz).stat().st_size
     audio = _audio(out, row)
     wav = _member_bytes(audio.stat().st_size) if audio else 0
     return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
-
-
-def _sample_bytes(out: Path, row) -> int:
-    """A clip's sample's exact bytes in a tar (`_members`), from its files' sizes and its npz members' names and
-    sizes (the merged npz stores them: local header and central entry each, and the end record), reading no data."""
-    npz = _ZIP_END
-    for path in (out / row.faces_npz, out / row.features_npz):
-        with zipfile.ZipFile(path) as z:
-            npz += sum(_ZIP_ENTRY + 2 * len(i.filename.encode()) + i.file_size for i in z.infolist())
-    audio = _audio(out, row)
-    sizes = [(out / row.crop_video).stat().st_size, npz, len(_json_text(row))] + ([audio.stat().st_size] if audio else [])
-    return sum(map(_member_bytes, sizes))
 
 
 def _audio(out: Path, row) -> Optional[Path]:
@@ -182,19 +179,58 @@ def _audio(out: Path, row) -> Optional[Path]:
     return out / rel if isinstance(rel, str) else None
 
 
-def _members(out: Path, row) -> dict[str, bytes]:
-    """A clip's sample members by extension."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as merged:  # the arrays' .npy members copied as they are
-        for path in (out / row.faces_npz, out / row.features_npz):
-            with zipfile.ZipFile(path) as z:
-                for info in z.infolist():
-                    member = zipfile.ZipInfo(info.filename, _ZIP_TIME)
-                    member.external_attr = 0o600 << 16
-                    merged.writestr(member, z.read(info))
+@dataclass(frozen=True)
+class _Member:
+    """A tar member's data: leading spans of files, `(path, length)` each, then `tail` bytes. Files are copied by
+    the kernel, never through Python (`_append_span`)."""
+
+    spans: tuple[tuple[Path, int], ...] = ()
+    tail: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.spans) + len(self.tail)
+
+
+def _whole(path: Path) -> _Member:
+    return _Member(((path, path.stat().st_size),))
+
+
+def _sample(out: Path, row) -> dict[str, _Member]:
+    """A clip's sample members by extension: the crop video and audio as they are, the merged npz, the json."""
     audio = _audio(out, row)
-    return {"mp4": (out / row.crop_video).read_bytes(), "npz": buf.getvalue(), "json": _json_text(row)} | (
-        {"wav": audio.read_bytes()} if audio else {})
+    return {"mp4": _whole(out / row.crop_video), "npz": _merged_npz((out / row.faces_npz, out / row.features_npz)),
+            "json": _Member(tail=_json_text(row))} | ({"wav": _whole(audio)} if audio else {})
+
+
+def _merged_npz(paths: tuple[Path, ...]) -> _Member:
+    """One npz holding the arrays of several: each file's members (local headers and data, everything before its
+    central directory) copied as they are, then a central directory naming them at their new offsets. No array is
+    read, inflated or re-encoded: the sample's npz bytes are the prepared files' own."""
+    spans, entries, names, base = [], [], set(), 0
+    for path in paths:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename in names or max(info.file_size, info.compress_size, base + z.start_dir) > _ZIP32_MAX:
+                    raise ExportError(f"{path}: member {info.filename} is repeated or past 4 GB; cannot merge it")
+                names.add(info.filename)
+                entries.append(_central_entry(info, base + info.header_offset))
+            spans.append((path, z.start_dir))
+            base += z.start_dir
+    directory = b"".join(entries)
+    end = struct.pack(zipfile.structEndArchive, zipfile.stringEndArchive, 0, 0, len(entries), len(entries),
+                      len(directory), base, 0)
+    return _Member(tuple(spans), directory + end)
+
+
+def _central_entry(info: zipfile.ZipInfo, offset: int) -> bytes:
+    """A zip central directory record for member `info`, whose local header now starts at `offset`."""
+    y, mo, d, h, mi, s = info.date_time
+    name = info.filename.encode("utf-8")
+    return struct.pack(zipfile.structCentralDir, zipfile.stringCentralDir, info.create_version, info.create_system,
+                       info.extract_version, info.reserved, info.flag_bits, info.compress_type,
+                       h << 11 | mi << 5 | s // 2, (y - 1980) << 9 | mo << 5 | d, info.CRC, info.compress_size,
+                       info.file_size, len(name), 0, 0, 0, info.internal_attr, info.external_attr, offset) + name
 
 
 def _json_text(row) -> bytes:
@@ -212,14 +248,35 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def _write_tar(path: Path, samples: Iterator[tuple[str, dict[str, bytes]]]) -> None:
-    """A tar of the samples' members, `<key>.<ext>` each, with fixed metadata (the same input, the same bytes)."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+def _write_tar(path: Path, samples: Iterator[tuple[str, dict[str, _Member]]]) -> None:
+    """A ustar tar of the samples' members, `<key>.<ext>` each, with fixed metadata (the same input, the same
+    bytes), as tarfile would write it; member data copied by the kernel (`_append_span`)."""
+    with open(path, "wb", buffering=0) as tar:  # unbuffered: Python's writes and the kernel's copies share one position
         for key, members in samples:
-            for ext, data in members.items():
+            for ext, member in members.items():
                 info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size, info.mode, info.mtime = len(data), 0o444, 0
-                tar.addfile(info, io.BytesIO(data))
+                info.size, info.mode, info.mtime = member.size, 0o444, 0
+                tar.write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape"))
+                for src, length in member.spans:
+                    _append_span(src, tar, length)
+                tar.write(member.tail + bytes(-member.size % _TAR_BLOCK))
+        end = tar.tell() + 2 * _TAR_BLOCK
+        tar.write(bytes(2 * _TAR_BLOCK + -end % tarfile.RECORDSIZE))
+
+
+def _append_span(src: Path, dst, length: int) -> None:
+    """The first `length` bytes of file `src` appended to the open file `dst`: by the kernel (copy_file_range, as a
+    file copy is), or read and written where it cannot (another OS, another file system on an old kernel)."""
+    done = 0
+    with open(src, "rb", buffering=0) as f:
+        with contextlib.suppress(AttributeError, OSError):  # both continue from the files' positions
+            while done < length and (n := os.copy_file_range(f.fileno(), dst.fileno(), length - done)):
+                done += n
+        while done < length and (chunk := f.read(min(length - done, 1 << 22))):
+            dst.write(chunk)
+            done += len(chunk)
+    if done != length:
+        raise ExportError(f"{src} changed while it was exported ({done} of {length} bytes)")
 
 
 def _claim(dest: Dest, selection: dict, overwrite: bool) -> None:
@@ -243,7 +300,7 @@ def _write_index(dest: Dest, plan: pd.DataFrame, selection: dict, audio: bool) -
     """DEST/index.parquet (sample -> shard) and DEST/meta.json (the shard list of each split, the members: `wav`
     where some sample has `audio`)."""
     names = plan["shard"].map(lambda k: SHARD_PATTERN.format(int(k)))
-    index = plan.drop(columns="bytes").assign(shard=names)
+    index = plan.assign(shard=names)
     with dest.written("index.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(index, preserve_index=False), tmp, compression="zstd")
     splits = {str(s): sorted(set(g["shard"])) for s, g in index.groupby("split")}
