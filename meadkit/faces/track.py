@@ -32,7 +32,6 @@ _EAGER_SEARCH = 6  # frames after a loss during which the search runs on every f
 _WEAK_EVERY = 3  # while the track is weak, check it with the detector every this many frames
 _SURE_UNWIDENED = 0.5  # HOG score above which an unwidened find ends the search (synth: 0.59-1.32 on 0-30 degree
 # views, which the widened search never found; 60-degree views are found only widened)
-_YAW_MARGIN = 8.0  # the 68-point model also runs this far beyond frontal_yaw (the mesh's yaw is only a guess)
 _ROI_FACE = 100.0  # face box side (px) in the region the track is checked on (HOG finds faces from ~80 px)
 _PATCH_DST = (TEMPLATE_68[STABLE] - [0.05, 0.0]) * (_PATCH_W / 0.9)
 
@@ -178,8 +177,9 @@ class Tracker:
 
     def _observe(self, images: Sequence[np.ndarray], box: Box, angle: float) -> list[Observation]:
         """Fit every image in `box`, gate each fit, score it against the appearance anchor (not yet accepted).
-        With a mesh, the 68-point model runs only where the mesh says the face may be near frontal, and the
-        mesh's mirrored fit only where the mesh's points are chosen."""
+        With a mesh, the 68-point model runs only where the gate could choose its points (the mesh's pose within
+        frontal_yaw: beyond it `judge` takes the mesh's), and the mesh's mirrored fit only where the mesh's points
+        are chosen."""
         mesher, cfg = self.backend.mesh, self.config
         if mesher is None:
             fits = self.backend.fit(images, box, self.stretch)
@@ -192,7 +192,7 @@ class Tracker:
             if mesher is not None:
                 m68 = mesher.to68(meshes[k]) if meshes[k] is not None else None
                 pose = fit_pose(m68) if m68 is not None else None
-                near = pose is None or abs(pose.yaw) <= cfg.frontal_yaw + _YAW_MARGIN
+                near = pose is None or abs(pose.yaw) <= cfg.frontal_yaw
                 pts, bscore = self.backend.fit([im], box, self.stretch)[0] if self.backend.fits68 and near else (None, None)
             else:
                 pts, bscore = fits[k]
