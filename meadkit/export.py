@@ -167,10 +167,22 @@ def _sample_bytes_at_most(out: Path, row) -> int:
     """An upper bound of a clip's sample in a tar, from its files' sizes alone (the sample's npz holds the members
     of the faces and features files and one central directory no longer than theirs, so it is no larger than both;
     its json is under `_JSON_MAX`)."""
-    arrays = (out / row.faces_npz).stat().st_size + (out / row.features_npz).stat().st_size
-    audio = _audio(out, row)
-    wav = _member_bytes(audio.stat().st_size) if audio else 0
-    return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
+    with _reading(row):
+        arrays = (out / row.faces_npz).stat().st_size + (out / row.features_npz).stat().st_size
+        audio = _audio(out, row)
+        wav = _member_bytes(audio.stat().st_size) if audio else 0
+        return _member_bytes((out / row.crop_video).stat().st_size) + _member_bytes(arrays) + _member_bytes(_JSON_MAX) + wav
+
+
+@contextlib.contextmanager
+def _reading(row) -> Iterator[None]:
+    """A clip's missing or unreadable prepared file as one ExportError line naming the clip (before any shard of it
+    gets its name)."""
+    try:
+        yield
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ExportError(f"{row.take_id}/{row.view}: cannot read its prepared files ({e}); prepare it again, "
+                          "or leave it out with a filter") from None
 
 
 def _audio(out: Path, row) -> Optional[Path]:
@@ -199,8 +211,9 @@ def _whole(path: Path) -> _Member:
 def _sample(out: Path, row) -> dict[str, _Member]:
     """A clip's sample members by extension: the crop video and audio as they are, the merged npz, the json."""
     audio = _audio(out, row)
-    return {"mp4": _whole(out / row.crop_video), "npz": _merged_npz((out / row.faces_npz, out / row.features_npz)),
-            "json": _Member(tail=_json_text(row))} | ({"wav": _whole(audio)} if audio else {})
+    with _reading(row):
+        return {"mp4": _whole(out / row.crop_video), "npz": _merged_npz((out / row.faces_npz, out / row.features_npz)),
+                "json": _Member(tail=_json_text(row))} | ({"wav": _whole(audio)} if audio else {})
 
 
 def _merged_npz(paths: tuple[Path, ...]) -> _Member:

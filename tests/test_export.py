@@ -216,3 +216,17 @@ def test_without_kernel_copies_the_shards_are_the_same_bytes(prepared, tmp_path,
         npz = next(m for m in tar.getmembers() if m.name.endswith(".npz"))
         with zipfile.ZipFile(tar.extractfile(npz)) as z:
             assert z.testzip() is None and len(z.namelist()) == len(set(z.namelist())) > 5
+
+
+def test_an_unreadable_prepared_file_is_one_error_naming_its_clip(tmp_path):
+    """A clip whose faces.npz is corrupt (or whose crop video is gone): ExportError naming the clip, no shard."""
+    out = tmp_path / "out"
+    make_prepared(out)
+    clips = _ok_clips(out)
+    (out / clips.iloc[0].faces_npz).write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match=f"{clips.iloc[0].take_id}/{clips.iloc[0].view}: cannot read"):
+        export_webdataset(out, tmp_path / "wds")
+    assert not list((tmp_path / "wds").glob("mead-*.tar"))
+    (out / clips.iloc[1].crop_video).unlink()
+    with pytest.raises(ExportError, match=f"{clips.iloc[1].take_id}/{clips.iloc[1].view}: cannot read"):
+        export_webdataset(out, tmp_path / "wds2")
