@@ -103,7 +103,12 @@ def tiny_run(tmp_path_factory) -> Path:
 def test_model_output_shapes():
     b, x = 2, torch.rand(2, 3, S, S) * 2 - 1
     e, lv = torch.tensor([0, 7]), torch.tensor([2, 0])
-    assert [t.shape for t in FaceClassifier(8)(x)] == [(b, 8), (b, 3)]
+    assert [t.shape for t in FaceClassifier(8)(x, x)] == [(b, 8), (b, 3)]
+    assert [t.shape for t in FaceClassifier(8, reference=True)(x, x)] == [(b, 8), (b, 3)]
+    torch.manual_seed(0)
+    with_ref, alone, other = FaceClassifier(8, reference=True), FaceClassifier(8), torch.rand(2, 3, S, S) * 2 - 1
+    assert not torch.equal(with_ref(x, x)[0], with_ref(x, other)[0])  # the neutral frame reaches the reference classifier
+    assert torch.equal(alone(x, x)[0], alone(x, other)[0])  # and not the paper's
     assert Audio2Landmark(20, 60, 3, True, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
     assert Audio2Landmark(20, 60, 3, False, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
     assert NeutralToEmotion(8, 1)(x, e, lv).shape == (b, 3, S, S)
@@ -266,8 +271,9 @@ def test_evaluate_reports_every_class_and_its_confusions(tiny_run):
     idx = fixed_indices(len(data), 20, 0)
     true_e = np.array([data.items[i][0] for i in idx])
     true_l = np.array([data.items[i][1] for i in idx])
+    b = make_batch(gather(data, idx), model.size, "cpu")
     with torch.no_grad():
-        pe, pl = (p.numpy() for p in model.classify(make_batch(gather(data, idx), model.size, "cpu").frame))
+        pe, pl = (p.numpy() for p in model.classify(b.frame, b.neutral))
     expect = np.zeros((8, 8), int)
     np.add.at(expect, (true_e, pe), 1)
     conf = m["emotion_confusion_real"]

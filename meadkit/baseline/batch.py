@@ -47,11 +47,12 @@ def scale_landmarks(landmarks: torch.Tensor, from_size: int, to_size: int) -> to
 
 def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04) -> torch.Tensor:
     """Random per-image colour gain/offset and a small shift + zoom (draws from torch's global RNG, which
-    checkpoints save): lets the classifiers generalise to unseen faces instead of memorising skin tones."""
-    b = images.shape[0]
+    checkpoints save): lets the classifiers generalise to unseen faces instead of memorising skin tones. Images
+    of 3k channels are k RGB images stacked (a frame and its neutral reference): all k get the same draw."""
+    b, k = images.shape[0], images.shape[1] // 3
     dev = images.device
-    gain = 1 + colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)
-    offset = colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)
+    gain = (1 + colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)).repeat(1, k, 1, 1)
+    offset = (colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)).repeat(1, k, 1, 1)
     x = (images * gain + offset).clamp(-1, 1)
     theta = torch.zeros(b, 2, 3, device=dev)
     zoom = 1 + shift * (torch.rand(b, device=dev) * 2 - 1)

@@ -67,14 +67,14 @@ class _Tally:
     def add(self, b: Batch) -> None:
         """Score one Batch: classify its real frames, generate its frames from the neutral ones and the audio."""
         model = self.model
-        pe, pl = model.classify(b.frame)
+        pe, pl = model.classify(b.frame, b.neutral)
         self.real_e.add(pe, b.emotion)
         self.real_l.add(pl, b.level)
         for level, acc in enumerate(self.real_e_at):
             acc.add(pe[b.level == level], b.emotion[b.level == level])
         mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level)
         gen = model.render(model.transform(b.neutral, b.emotion, b.level), mouth_jaw)
-        ge, gl = model.classify(gen)
+        ge, gl = model.classify(gen, b.neutral)
         self.gen_e.add(ge, b.emotion)
         self.gen_l.add(gl, b.level)
         v = b.valid

@@ -88,9 +88,9 @@ class TrainedBaseline:
         return self.refine(coarse, landmark_heatmap(mouth_jaw_px, self.size))
 
     @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted (emotion, level) labels of face images."""
-        e, lv = self.classifier(images)
+    def classify(self, images: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted (emotion, level) labels of face images of the actors whose neutral frames are `neutral`."""
+        e, lv = self.classifier(images, neutral)
         return e.argmax(1), lv.argmax(1)
 
 

@@ -48,9 +48,10 @@ def lsgan_generator(fake_pred: torch.Tensor) -> torch.Tensor:
     return ((fake_pred - 1) ** 2).mean()
 
 
-def classifier_loss(classifier: FaceClassifier, images: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the (frozen) emotion and intensity classifiers on generated images."""
-    e_logits, l_logits = classifier(images)
+def classifier_loss(classifier: FaceClassifier, images: torch.Tensor, neutral: torch.Tensor, emotion: torch.Tensor,
+                    level: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the (frozen) emotion and intensity classifiers on generated images (made from `neutral`)."""
+    e_logits, l_logits = classifier(images, neutral)
     return F.cross_entropy(e_logits.float(), emotion) + F.cross_entropy(l_logits.float(), level)
 
 
@@ -88,12 +89,14 @@ class PerceptualLoss(nn.Module):
         self.vgg, self.classifier = vgg, classifier
         self.kind = "vgg16" if vgg is not None else "classifier-features"
 
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _features(self, x: torch.Tensor, neutral: torch.Tensor) -> list[torch.Tensor]:
         if self.vgg is not None:
             return self.vgg(x)
-        return self.classifier.features(x)
+        return self.classifier.features(x, neutral)
 
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        fo, ft = self._features(output), self._features(target)
+    def forward(self, output: torch.Tensor, target: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+        """Feature distance of `output` from `target`, both faces of the actor whose neutral frame is `neutral` (the
+        classifier's reference; VGG16 ignores it)."""
+        fo, ft = self._features(output, neutral), self._features(target, neutral)
         return sum(F.l1_loss(a.float(), b.float().detach()) for a, b in zip(fo, ft)) / len(fo)
 

@@ -81,31 +81,39 @@ class Audio2Landmark(nn.Module):
 
 
 class FaceClassifier(nn.Module):
-    """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads.
+    """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads. With `reference`
+    it also sees the same actor's neutral frame (stacked as 3 more channels): it judges the expression as a change
+    from that person's neutral face rather than learning each training face (`classifiers.reference`).
 
-    `features(x)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
+    `features(x, neutral)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
     weights are given.
     """
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, reference: bool = False):
         super().__init__()
         w = width
+        self.reference = reference
         self.trunk = nn.ModuleList(
-            [_conv_block(3, w, 3, 2), _conv_block(w, 2 * w, 3, 2), _conv_block(2 * w, 4 * w, 3, 2), _conv_block(4 * w, 4 * w, 3, 2)]
+            [_conv_block(6 if reference else 3, w, 3, 2), _conv_block(w, 2 * w, 3, 2), _conv_block(2 * w, 4 * w, 3, 2),
+             _conv_block(4 * w, 4 * w, 3, 2)]
         )
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.emotion = nn.Linear(4 * w * 16, N_EMOTIONS)
         self.level = nn.Linear(4 * w * 16, N_LEVELS)
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor, neutral: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's activations on faces `x` (B, 3, S, S) and their actors' neutral frames (read with
+        `reference` only)."""
+        if self.reference:
+            x = torch.cat([x, neutral], 1)
         feats = []
         for block in self.trunk:
             x = block(x)
             feats.append(x)
         return feats
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.pool(self.features(x)[-1]).flatten(1)
+    def forward(self, x: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.pool(self.features(x, neutral)[-1]).flatten(1)
         return self.emotion(h), self.level(h)
 
 

@@ -151,19 +151,20 @@ class ClassifierStage(Stage):
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         c = ctx.cfg.classifiers
-        self.net = self.add("classifier", FaceClassifier(c.width), c.lr, (0.9, 0.999))
+        self.net = self.add("classifier", FaceClassifier(c.width, c.reference), c.lr, (0.9, 0.999))
         #: per-class loss weights of each head (`classifiers.balance`), from the training set's labels
         self.weights = {key: class_weights(ctx.train_set, key, n).to(ctx.device) if c.balance else None
                         for key, n in (("emotion", N_EMOTIONS), ("level", N_LEVELS))}
 
     def hparams(self) -> dict:
-        return {"width": self.ctx.cfg.classifiers.width}
+        return {"width": self.ctx.cfg.classifiers.width, "reference": self.ctx.cfg.classifiers.reference}
 
     def train_step(self, b: Batch) -> dict[str, float]:
         self.net.train()
-        x = jitter(b.frame) if self.ctx.cfg.classifiers.augment else b.frame
+        x = torch.cat([b.frame, b.neutral], 1)  # one colour and shift draw for a frame and its neutral reference
+        x = jitter(x) if self.ctx.cfg.classifiers.augment else x
         with autocast(self.ctx.device, self.amp):
-            e, lv = self.net(x)
+            e, lv = self.net(x[:, :3], x[:, 3:])
         loss_e = F.cross_entropy(e.float(), b.emotion, weight=self.weights["emotion"])
         loss_l = F.cross_entropy(lv.float(), b.level, weight=self.weights["level"])
         self.optimize("classifier", loss_e + loss_l)
@@ -172,7 +173,7 @@ class ClassifierStage(Stage):
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
         self.net.eval()
-        e, lv = self.net(b.frame)
+        e, lv = self.net(b.frame, b.neutral)
         return {"acc_emotion": (e.argmax(1) == b.emotion).float().mean().item(), "acc_level": (lv.argmax(1) == b.level).float().mean().item()}
 
 
@@ -268,7 +269,7 @@ class N2EStage(Stage):
         with autocast(self.ctx.device, self.amp):
             out = self.net(b.neutral, b.emotion, b.level)
             l1 = F.l1_loss(out.float(), b.frame)
-            perc = self.perceptual(out, b.frame)
+            perc = self.perceptual(out, b.frame, b.neutral)
         self.optimize("n2e", c.w_l1 * l1 + c.w_perceptual * perc)
         return {"l1": l1.item(), "perceptual": perc.item()}
 
@@ -276,7 +277,7 @@ class N2EStage(Stage):
     def validate(self, b: Batch) -> dict[str, float]:
         self.net.eval()
         out = self.net(b.neutral, b.emotion, b.level)
-        e, lv = self.classifier(out)
+        e, lv = self.classifier(out, b.neutral)
         return {"l1": F.l1_loss(out, b.frame).item(), "acc_emotion_generated": (e.argmax(1) == b.emotion).float().mean().item()}
 
 
@@ -313,8 +314,8 @@ class RefineStage(Stage):
         self.optimize("discriminator", d_loss)
         with autocast(dev, self.amp):
             adv = L.lsgan_generator(self.disc(out, hm).float())
-            perc = self.perceptual(out, b.frame)
-            cls = L.classifier_loss(self.classifier, out, b.emotion, b.level)
+            perc = self.perceptual(out, b.frame, b.neutral)
+            cls = L.classifier_loss(self.classifier, out, b.neutral, b.emotion, b.level)
         out = out.float()
         l1 = F.l1_loss(out, b.frame)
         mouth = L.masked_l1(out, b.frame, L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1]))
@@ -328,7 +329,7 @@ class RefineStage(Stage):
         self.net.eval()
         coarse, hm = self._inputs(b)
         out = self.net(coarse, hm)
-        e, _ = self.classifier(out)
+        e, _ = self.classifier(out, b.neutral)
         mouth = L.masked_l1(out, b.frame, L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1]))
         return {"l1": F.l1_loss(out, b.frame).item(), "mouth_l1": mouth.item(), "acc_emotion_generated": (e.argmax(1) == b.emotion).float().mean().item()}
 
