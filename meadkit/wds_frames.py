@@ -106,12 +106,15 @@ class _Batcher:
             self._ring = BatchRing(packed_bytes(self._spec(samples, self.batch_size)), 1, RING_DEPTH)
         k = self._ring.claim(0) if packed_bytes(spec) <= self._ring.slot_bytes else None
         in_worker = get_worker_info() is not None
-        batch = packed_batch(spec, shared=in_worker) if k is None else packed_batch(spec, self._ring.slot(k))
+        if k is None:
+            batch = packed_batch(spec, shared=in_worker)
+        elif in_worker:
+            batch = packed_batch(spec, self._ring.slot(k))
+        else:  # read in this process: handed out now, the slot is freed when the trainer drops the batch
+            batch = self._ring.views(k, spec)
         self._fill(batch, samples)
         keys = [s["key"] for s in samples]
-        if k is None:
-            return batch | {"key": keys}
-        return _SlotBatch(self._ring, k, spec, keys) if in_worker else self._ring.views(k, spec) | {"key": keys}
+        return _SlotBatch(self._ring, k, spec, keys) if k is not None and in_worker else batch | {"key": keys}
 
     def _spec(self, samples: list[dict], b: int) -> dict:
         (h, w), width = samples[0]["planes"].y.shape, samples[0]["rows"].shape[1]
