@@ -67,7 +67,25 @@ def _buffer(nbytes: int, shared: bool) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(storage)
 
 
-class _BatchRing:
+def packed_batch(spec: dict[str, tuple[tuple[int, ...], torch.dtype]], flat: Optional[torch.Tensor] = None,
+                 shared: bool = False) -> dict[str, torch.Tensor]:
+    """Empty tensors of `spec` (name -> (shape, dtype)) as views of one flat buffer: `flat` (e.g. a `BatchRing`
+    slot), or a new one, in shared memory if `shared` (a worker's batch then crosses to the main process as it is)."""
+    where, nbytes = _layout(spec)
+    return _views(_buffer(nbytes, shared) if flat is None else flat, spec, where)
+
+
+def packed_bytes(spec: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> int:
+    """The bytes of one flat buffer holding the tensors of `spec` (`packed_batch`): a `BatchRing` slot's size."""
+    return _layout(spec)[1]
+
+
+def level_label(level):
+    """The 0-based intensity label of MEAD's level 1..3 (an int or an integer array): every sample's `level`."""
+    return level - 1
+
+
+class BatchRing:
     """Reusable shared-memory batch slots, `depth` per worker, allocated (and faulted in) once.
 
     Fresh shared memory per batch costs more than gathering the batch (the kernel allocates and zeroes
@@ -75,6 +93,8 @@ class _BatchRing:
     the slot number; the main process hands out tensors that view the slot (no copy) and marks the slot
     free when the last of them is garbage-collected. A worker whose next slot is still held (the consumer
     keeps batches) falls back to fresh shared memory, so a slot is never rewritten while it can be read.
+    `make_loader`'s workers share one ring made before they start; a `meadkit.wds_frames` reader makes its own
+    (one worker's) and sends it along with each batch, as torch sends shared memory: a handle.
     """
 
     def __init__(self, slot_bytes: int, n_workers: int, depth: int):
@@ -103,6 +123,12 @@ class _BatchRing:
         self._held.add(k)
         weakref.finalize(arr, self._release, k).atexit = False
         return torch.from_numpy(arr)
+
+    def views(self, k: int, spec: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, torch.Tensor]:
+        """Main side: the batch of layout `spec` written into slot k (`packed_batch(spec, ring.slot(k))`), as views
+        of the slot (no copy), which is freed when the last of them dies."""
+        where, nbytes = _layout(spec)
+        return _views(self.hand_out(k, nbytes), spec, where)
 
     def _release(self, k: int) -> None:
         self._held.discard(k)
@@ -165,7 +191,7 @@ class ShardDataset(Dataset):
         self._c_start = np.concatenate([[0], np.cumsum(self._c_len)])
         self._c_labels = {
             "emotion": c["emotion_label"].to_numpy(np.int64),
-            "level": c["level"].to_numpy(np.int64) - 1,
+            "level": level_label(c["level"].to_numpy(np.int64)),
             "actor": c["actor_index"].to_numpy(np.int64),
             "view": c["view_index"].to_numpy(np.int64),
         }
@@ -174,7 +200,7 @@ class ShardDataset(Dataset):
         self._init_neutral(usable)
         self._maps: dict[int, dict[str, np.ndarray]] = {}
         self._pid = os.getpid()
-        self._ring: Optional[_BatchRing] = None  # set by make_loader on its own copy
+        self._ring: Optional[BatchRing] = None  # set by make_loader on its own copy
         self._ring_batch = 0
 
     def label_counts(self, key: str, n: int) -> np.ndarray:
@@ -280,9 +306,7 @@ class ShardDataset(Dataset):
         clip, frame = self._locate(idx)
         shard, pos = self._c_shard[clip], self._c_offset[clip] + frame
         n_shard, n_pos = self._neutral_of(clip, frame)
-        spec = self._spec(len(idx))
-        where, nbytes = _layout(spec)
-        out = _views(_buffer(nbytes, shared) if flat is None else flat, spec, where)
+        out = packed_batch(self._spec(len(idx)), flat, shared)
         o = {k: v.numpy() for k, v in out.items()}
         if self._pid != os.getpid():  # a forked worker: open its own maps
             self._maps, self._pid = {}, os.getpid()
@@ -334,9 +358,7 @@ class ShardDataset(Dataset):
 
     def _from_ring(self, batch: dict) -> dict[str, torch.Tensor]:
         """Main process: the batch a worker wrote into a ring slot, as views of that slot (no copy)."""
-        spec = self._spec(batch["_n"])
-        where, nbytes = _layout(spec)
-        return _views(self._ring.hand_out(batch["_ring_slot"], nbytes), spec, where)
+        return self._ring.views(batch["_ring_slot"], self._spec(batch["_n"]))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         """One sample (the batch path with a batch of one)."""
@@ -388,7 +410,7 @@ def collate_batch(batch):
 
 
 class _RingLoader(DataLoader):
-    """A DataLoader whose workers hand batches over through `_BatchRing` slots."""
+    """A DataLoader whose workers hand batches over through `BatchRing` slots."""
 
     def __iter__(self):
         ring = self.dataset._ring
@@ -418,6 +440,6 @@ def make_loader(dataset: ShardDataset, batch_size: int = 256, shuffle: bool = Tr
     if num_workers == 0:
         return DataLoader(dataset, **common)
     ds = copy.copy(dataset)  # the ring belongs to this loader only
-    ds._ring = _BatchRing(_layout(dataset._spec(batch_size))[1], num_workers, prefetch_factor + 2)
+    ds._ring = BatchRing(packed_bytes(dataset._spec(batch_size)), num_workers, prefetch_factor + 2)
     ds._ring_batch = batch_size
     return _RingLoader(ds, prefetch_factor=prefetch_factor, persistent_workers=True, **common)

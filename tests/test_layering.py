@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "meadkit"
 STAGES = ("meadkit.index", "meadkit.sync", "meadkit.faces", "meadkit.features", "meadkit.clip_audio", "meadkit.shards",
           "meadkit.splits", "meadkit.select", "meadkit.curation")
 TOP = ("meadkit.commands", "meadkit.cli", "meadkit.runner", "meadkit.prepare", "meadkit.take", "meadkit.demo",
-       "meadkit.report", "meadkit.baseline", "meadkit.data", "meadkit.inputs", "meadkit.export")
+       "meadkit.report", "meadkit.baseline", "meadkit.data", "meadkit.inputs", "meadkit.export", "meadkit.wds_frames")
 RULES = [
     (STAGES, TOP, "stages never import orchestration, commands or consumers"),
     (("meadkit.baseline",), STAGES[:4] + ("meadkit.corpus.synth", "meadkit.corpus.archive", "meadkit.prepare",

@@ -1,4 +1,4 @@
-"""Where a recording's bytes live: a plain file, or a byte range inside an uncompressed tar.
+"""Where a recording's bytes live: a plain file, a byte range inside an uncompressed tar, or memory.
 
 Tar members are read in place through a bounded, seekable window on the archive, so a
 19 GB `video.tar` is never extracted and member names are never used as paths.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Optional
 
 
@@ -32,6 +32,21 @@ class Source:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.member}" if self.in_archive else self.path
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """A recording's bytes already in memory (e.g. a WebDataset sample's `mp4` member), read wherever a Source is;
+    `name` says which recording in messages."""
+
+    data: bytes = field(repr=False)
+    name: str = "<memory>"
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class _Window(io.RawIOBase):

@@ -1,4 +1,4 @@
-"""Stream frames out of a video one at a time, and write H.264 mp4s, with PyAV."""
+"""Stream frames out of a video one at a time (pixels, or planes and their RGB), and write H.264 mp4s, with PyAV."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +6,10 @@ from fractions import Fraction
 from typing import Iterator, NamedTuple, Optional
 
 import av
+import cv2
 import numpy as np
 
-from meadkit.media.sources import Source
+from meadkit.media.sources import MemorySource, Source
 from meadkit.media.audio import add_aac_stream, encode_audio
 from meadkit.media.probe import MediaError
 
@@ -22,7 +23,7 @@ class Frame:
     image: np.ndarray
 
 
-def _decoded(source: Source, start: int, count: Optional[int], threads: int) -> Iterator[tuple[int, float, av.VideoFrame]]:
+def _decoded(source: Source | MemorySource, start: int, count: Optional[int], threads: int) -> Iterator[tuple[int, float, av.VideoFrame]]:
     """(index, time_s, PyAV frame) for frames [start, start+count) of `source`, decoded one at a time."""
     stop = None if count is None else start + count
     try:
@@ -71,7 +72,7 @@ class Planes(NamedTuple):
 NATIVE_PLANES = {"yuv420p": False, "yuvj420p": True, "yuv444p": False, "yuvj444p": True}
 
 
-def iter_planes(source: Source, start: int = 0, count: Optional[int] = None, threads: int = 1) -> Iterator[tuple[int, Planes]]:
+def iter_planes(source: Source | MemorySource, start: int = 0, count: Optional[int] = None, threads: int = 1) -> Iterator[tuple[int, Planes]]:
     """(index, Planes) for frames [start, start+count): the decoder's own planes (4:2:0 or 4:4:4, video or full
     range) as views of the decoded frame; other formats are converted to yuv420p.
 
@@ -82,6 +83,47 @@ def iter_planes(source: Source, start: int = 0, count: Optional[int] = None, thr
             f = f.reformat(format="yuv420p")
         y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in f.planes)
         yield i, Planes(y, u, v, NATIVE_PLANES[f.format.name])
+
+
+def _to_rgb(full_range: bool) -> np.ndarray:
+    """`cv2.transform`'s 3x4 matrix from (Y, Cb, Cr) pixels to (R, G, B): BT.601 (what swscale, so PyAV, assumes for
+    untagged video, as prepare's crops are), at full range (JPEG levels) or video range (Y 16..235, Cb/Cr 16..240)."""
+    m = np.array([[1, 0, 1.402], [1, -0.344136, -0.714136], [1, 1.772, 0]])
+    if not full_range:
+        m = m * [255 / 219, 255 / 224, 255 / 224]
+    offset = np.array([0 if full_range else 16, 128, 128])
+    return np.hstack([m, -(m @ offset)[:, None]]).astype(np.float32)
+
+
+_TO_RGB = {full: _to_rgb(full) for full in (False, True)}
+
+
+def planes_rgb(planes: Planes, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """A frame's pixels (H x W x 3 uint8 RGB, written into `out` if given: a C-contiguous array of that shape) from
+    its `Planes` at their range, BT.601 (`_to_rgb`) rounded, each 4:2:0 chroma sample covering its 2x2 pixels as in
+    swscale's conversion: PyAV's `to_ndarray("rgb24")` within 2 levels at full range (3 at video range, where
+    swscale's fixed-point tables run up to ~3 low), in a fraction of its time (to_ndarray builds a scaler per frame).
+
+    OpenCV's `COLOR_YUV2RGB_I420` reads every frame as video range, which would crush a full-range frame's shadows
+    and clip its highlights; so the chroma is replicated into a (Y, Cb, Cr) image by `cv2.merge` (a 2x2 block's two
+    rows merged apart) and one `cv2.transform` by the range's matrix makes it RGB, in place (on this layout it
+    costs less than `COLOR_YCrCb2RGB`)."""
+    y, u, v = planes.y, planes.u, planes.v
+    h, w = y.shape
+    if out is None:
+        out = np.empty((h, w, 3), np.uint8)
+    elif out.shape != (h, w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {h}x{w}x3 uint8 array, not {out.dtype} {out.shape}")
+    if u.shape == (h, w):  # 4:4:4
+        cv2.merge([y, u, v], dst=out)
+    elif (2 * u.shape[0], 2 * u.shape[1]) == (h, w):
+        u2, v2 = (cv2.merge([c, c]).reshape(h // 2, w) for c in (u, v))  # each chroma sample twice along its row
+        rows = out.reshape(h // 2, 2, w, 3)
+        for k in (0, 1):  # and on both rows of its block
+            cv2.merge([y[k::2], u2, v2], dst=rows[:, k])
+    else:  # odd sizes: the last chroma column or row covers one pixel
+        cv2.merge([y, *(cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in (u, v))], dst=out)
+    return cv2.transform(out, _TO_RGB[planes.full_range], dst=out)
 
 
 #: MEAD's own video encoding (see shared MEAD_FACTS.md): libx264 High 4:4:4 Predictive, yuvj444p (full range),
