@@ -6,6 +6,8 @@ once, all its frames, and then yields every frame, so one decode serves the whol
 mp4 means decoding the frames before it: about half the clip per sample). Batches are stacked inside the DataLoader
 worker, each frame converted to RGB straight into the batch, and the batch is written into a reusable shared-memory
 slot, so one batch crosses to the training process with no copy and no fresh memory, not a few hundred samples.
+With `pixels="yuv"` the frames stay the decoder's planes (half the bytes at 4:2:0, and no conversion in the worker,
+which on a CPU costs about as much as decoding): `yuv_to_rgb` makes them RGB where the batch lands, e.g. on the GPU.
 """
 from __future__ import annotations
 
@@ -24,17 +26,19 @@ from meadkit.corpus.names import emotion_label
 from meadkit.data import BatchRing, level_label, packed_batch, packed_bytes
 from meadkit.features import FeaturesConfig, feature_window
 from meadkit.media.sources import MemorySource
-from meadkit.media.video import iter_planes, planes_rgb
+from meadkit.media.video import TO_RGB, iter_planes, planes_rgb
 
 #: Per-frame values of a batch besides `frame`, `window`, `landmarks` and `key`, with their dtypes.
 _SCALARS = {"index": torch.int64, "emotion": torch.int64, "level": torch.int64, "valid": torch.bool, "padded": torch.bool}
 #: Batch slots per reading process: the DataLoader's default prefetch (2) in flight, the one being written and the
 #: one the trainer holds.
 RING_DEPTH = 4
+#: What a batch's pixels are: RGB frames, or the decoder's planes (`yuv_to_rgb`).
+PIXELS = ("rgb", "yuv")
 
 
 def frame_batches(urls: Iterable[str] | str, batch_size: int = 256, shuffle: int = 0, feature: str = "mfcc28",
-                  context: int = FeaturesConfig().context, seed: Optional[int] = None) -> wds.WebDataset:
+                  context: int = FeaturesConfig().context, seed: Optional[int] = None, pixels: str = "rgb") -> wds.WebDataset:
     """A webdataset pipeline (an IterableDataset) of batches of every frame of the export's clips in the shards
     `urls` (e.g. `meadkit.export.split_urls(DEST, "train")`); read it with
     `torch.utils.data.DataLoader(ds, batch_size=None, num_workers=N)` (each worker, and each node under
@@ -52,11 +56,26 @@ def frame_batches(urls: Iterable[str] | str, batch_size: int = 256, shuffle: int
     batch views its slot until its tensors are garbage-collected (a trainer that keeps more batches alive gets
     fresh memory for the next ones: safe, slower). `shuffle` > 0 shuffles the shard order and then the frames
     through a buffer of that many (each holds its decoded frame, ~100 KB at 256 px, per worker); `seed` fixes both
-    orders (None: a fresh order each run)."""
+    orders (None: a fresh order each run). `pixels="yuv"`: instead of `frame`, the decoder's planes `y` (B, H, W),
+    `u` and `v` (B, H/2, W/2 at 4:2:0) uint8 and `full_range` (B,) bool, for `yuv_to_rgb`."""
+    if pixels not in PIXELS:
+        raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, not {pixels!r}")
     ds = wds.WebDataset(urls, shardshuffle=100 if shuffle else False, detshuffle=bool(shuffle), seed=seed,
                         nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
     ds = ds.compose(partial(_frames, feature=feature)).shuffle(shuffle, initial=shuffle, seed=seed)
-    return ds.batched(batch_size, collation_fn=_Batcher(batch_size, context))
+    return ds.batched(batch_size, collation_fn=_Batcher(batch_size, context, pixels))
+
+
+def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, full_range: torch.Tensor) -> torch.Tensor:
+    """RGB (B, H, W, 3) uint8 of a `pixels="yuv"` batch, computed on the planes' device: BT.601 at each frame's
+    range, each chroma sample covering its 2x2 block, by the matrices `planes_rgb` uses (equal to it within a level)."""
+    h, w = y.shape[1:]
+    chroma = [c.repeat_interleave(-(-h // c.shape[1]), 1).repeat_interleave(-(-w // c.shape[2]), 2)[:, :h, :w]
+              for c in (u, v)]
+    ycc = torch.stack([y, *chroma], -1).float()
+    m = torch.stack([torch.as_tensor(TO_RGB[bool(f)], device=y.device) for f in full_range])  # (B, 3, 4)
+    rgb = torch.einsum("bhwc,boc->bhwo", ycc, m[:, :, :3]) + m[:, None, None, :, 3]
+    return rgb.round().clamp(0, 255).to(torch.uint8)
 
 
 def _frames(samples: Iterator[dict], feature: str) -> Iterator[dict]:
@@ -90,8 +109,8 @@ class _Batcher:
     `BatchRing` (made at its first batch, sized for `batch_size` frames like it; fresh memory where the slot is
     still held or too small). In a DataLoader worker the batch travels as a `_SlotBatch`."""
 
-    def __init__(self, batch_size: int, context: int):
-        self.batch_size, self.context = batch_size, context
+    def __init__(self, batch_size: int, context: int, pixels: str = "rgb"):
+        self.batch_size, self.context, self.pixels = batch_size, context, pixels
         self._ring: Optional[BatchRing] = None
         self._pid = os.getpid()
 
@@ -117,15 +136,21 @@ class _Batcher:
         return _SlotBatch(self._ring, k, spec, keys) if k is not None and in_worker else batch | {"key": keys}
 
     def _spec(self, samples: list[dict], b: int) -> dict:
-        (h, w), width = samples[0]["planes"].y.shape, samples[0]["rows"].shape[1]
-        return {"frame": ((b, h, w, 3), torch.uint8), "window": ((b, self.context, width), torch.float32),
+        planes, width = samples[0]["planes"], samples[0]["rows"].shape[1]
+        pix = ({"frame": ((b, *planes.y.shape, 3), torch.uint8)} if self.pixels == "rgb" else
+               {"y": ((b, *planes.y.shape), torch.uint8), "u": ((b, *planes.u.shape), torch.uint8),
+                "v": ((b, *planes.v.shape), torch.uint8), "full_range": ((b,), torch.bool)})
+        return {**pix, "window": ((b, self.context, width), torch.float32),
                 "landmarks": ((b, 68, 2), torch.float32), **{k: ((b,), dtype) for k, dtype in _SCALARS.items()}}
 
     def _fill(self, batch: dict[str, torch.Tensor], samples: list[dict]) -> None:
         """Each sample's RGB frame (converted in place), window (cut from its clip's rows) and values."""
         o = {k: v.numpy() for k, v in batch.items()}
         for j, s in enumerate(samples):
-            planes_rgb(s["planes"], out=o["frame"][j])
+            if self.pixels == "rgb":
+                planes_rgb(s["planes"], out=o["frame"][j])
+            else:
+                o["y"][j], o["u"][j], o["v"][j], o["full_range"][j] = s["planes"]
             o["landmarks"][j] = s["landmarks"]
             feature_window(s["rows"], s["index"], self.context, out=o["window"][j])
         for k in _SCALARS:

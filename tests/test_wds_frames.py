@@ -17,7 +17,7 @@ from meadkit.features import feature_window
 from meadkit.manifest import read_table
 from meadkit.media.sources import Source
 from meadkit.media.video import Planes, VideoWriter, iter_planes, planes_rgb
-from meadkit.wds_frames import frame_batches
+from meadkit.wds_frames import frame_batches, yuv_to_rgb
 
 W, H = 64, 48
 #: How each test clip is written: VideoWriter's pixel format of its input and its encoding.
@@ -70,6 +70,19 @@ def test_rgb_of_planes_equals_pyav_and_the_bt601_formula(tmp_path, pix_fmt, vs_p
         got = planes_rgb(p).astype(int)
         assert np.abs(got - want).max() <= vs_pyav
         assert np.abs(got - _bt601(p)).max() <= 1
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuvj420p", "yuv420p", "yuvj444p"])
+def test_rgb_of_yuv_tensors_equals_planes_rgb(tmp_path, pix_fmt):
+    """`yuv_to_rgb` (torch, for a batch's planes where it lands) gives `planes_rgb`'s pixels within a level, at each
+    frame's own range (a batch mixing full and video range frames)."""
+    path = _write(tmp_path / f"{pix_fmt}.mp4", pix_fmt, [_face_like(i) for i in range(3)])
+    planes = [p for _, p in iter_planes(Source(path))] * 2
+    flags = [p.full_range if k < 3 else not p.full_range for k, p in enumerate(planes)]
+    y, u, v = (torch.from_numpy(np.stack([getattr(p, c) for p in planes])) for c in "yuv")
+    got = yuv_to_rgb(y, u, v, torch.tensor(flags)).numpy().astype(int)
+    for k, (p, full) in enumerate(zip(planes, flags)):
+        assert np.abs(got[k] - planes_rgb(Planes(p.y, p.u, p.v, full)).astype(int)).max() <= 1, k
 
 
 @pytest.mark.parametrize("pix_fmt", ["yuvj420p", "yuv420p", "yuvj444p"])
@@ -176,6 +189,21 @@ def test_a_shuffled_read_gives_the_same_frames_in_another_order(export):
     again = [(k, int(i)) for b in frame_batches(urls, batch_size=16, shuffle=64, seed=0) for k, i in zip(b["key"], b["index"])]
     assert sorted(mixed) == sorted(plain) and len(plain) == clips.n_frames.sum()
     assert mixed != plain and mixed == again
+
+
+def test_yuv_batches_are_the_rgb_batches_planes(prepared, export):
+    """`pixels="yuv"`: the same frames and values, the pixels as planes that `yuv_to_rgb` makes the RGB frames of."""
+    (out, _), (_, urls, clips) = prepared, export
+    full = {key: next(iter_planes(Source(str(out / row.crop_video))))[1].full_range for key, row in clips.iterrows()}
+    rgb = list(frame_batches(urls, batch_size=16))
+    yuv = list(frame_batches(urls, batch_size=16, pixels="yuv"))
+    assert len(rgb) == len(yuv) and "frame" not in yuv[0] and yuv[0]["y"].shape[1:] == (64, 64)
+    for a, b in zip(rgb, yuv):
+        assert a["key"] == b["key"] and torch.equal(a["window"], b["window"]) and torch.equal(a["index"], b["index"])
+        assert b["full_range"].tolist() == [full[k] for k in b["key"]]
+        assert (yuv_to_rgb(b["y"], b["u"], b["v"], b["full_range"]).int() - a["frame"].int()).abs().max() <= 1
+    with pytest.raises(ValueError, match="pixels must be one of rgb, yuv"):
+        frame_batches(urls, pixels="bgr")
 
 
 def test_a_missing_feature_set_is_named(export):

@@ -95,7 +95,8 @@ def _to_rgb(full_range: bool) -> np.ndarray:
     return np.hstack([m, -(m @ offset)[:, None]]).astype(np.float32)
 
 
-_TO_RGB = {full: _to_rgb(full) for full in (False, True)}
+#: (full_range -> the 3x4 matrix) of `_to_rgb`: `planes_rgb` and `meadkit.wds_frames.yuv_to_rgb` convert by it.
+TO_RGB = {full: _to_rgb(full) for full in (False, True)}
 
 
 def planes_rgb(planes: Planes, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -123,7 +124,7 @@ def planes_rgb(planes: Planes, out: Optional[np.ndarray] = None) -> np.ndarray:
             cv2.merge([y[k::2], u2, v2], dst=rows[:, k])
     else:  # odd sizes: the last chroma column or row covers one pixel
         cv2.merge([y, *(cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in (u, v))], dst=out)
-    return cv2.transform(out, _TO_RGB[planes.full_range], dst=out)
+    return cv2.transform(out, TO_RGB[planes.full_range], dst=out)
 
 
 #: MEAD's own video encoding (see shared MEAD_FACTS.md): libx264 High 4:4:4 Predictive, yuvj444p (full range),
