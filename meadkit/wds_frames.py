@@ -35,6 +35,8 @@ _SCALARS = {"index": torch.int64, "emotion": torch.int64, "level": torch.int64, 
 RING_DEPTH = 4
 #: What a batch's pixels are: RGB frames, or the decoder's planes (`yuv_to_rgb`).
 PIXELS = ("rgb", "yuv")
+#: `TO_RGB`'s matrices stacked, video range then full range: indexed by a batch's `full_range`.
+_RGB_MATRICES = torch.as_tensor(np.stack([TO_RGB[False], TO_RGB[True]]))
 
 
 def frame_batches(urls: Iterable[str] | str, batch_size: int = 256, shuffle: int = 0, feature: str = "mfcc28",
@@ -73,7 +75,7 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, full_range: to
     chroma = [c.repeat_interleave(-(-h // c.shape[1]), 1).repeat_interleave(-(-w // c.shape[2]), 2)[:, :h, :w]
               for c in (u, v)]
     ycc = torch.stack([y, *chroma], -1).float()
-    m = torch.stack([torch.as_tensor(TO_RGB[bool(f)], device=y.device) for f in full_range])  # (B, 3, 4)
+    m = _RGB_MATRICES.to(y.device)[full_range.to(y.device).long()]  # (B, 3, 4), no per-frame host round trip
     rgb = torch.einsum("bhwc,boc->bhwo", ycc, m[:, :, :3]) + m[:, None, None, :, 3]
     return rgb.round().clamp(0, 255).to(torch.uint8)
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from meadkit.curation import EXPECTED_YAW, FLAGS, CurationConfig
 from meadkit.curation.lipsync import mouth_opening
+from meadkit.faces.align import interocular
 from meadkit.records import ClipRow
 
 #: The points expression strength compares: brows, nose, eyes and mouth (not the jaw, which speech moves most).
@@ -103,7 +104,7 @@ def _crop_landmarks(path: Path) -> Optional[tuple[np.ndarray, float]]:
             src = z["landmarks_src"][valid].astype(np.float64)
     except (OSError, KeyError, ValueError):
         return None
-    iod = np.linalg.norm(src[:, 36:42].mean(1) - src[:, 42:48].mean(1), axis=-1)
+    iod = interocular(src)
     points = points[valid & np.isfinite(points).all(axis=(1, 2))]
     mouth = mouth_opening(points)
     return (points[mouth <= np.median(mouth)] if len(points) else points), float(np.median(iod)) if len(iod) else 0.0
