@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -93,6 +94,31 @@ def test_an_export_made_later_has_the_same_bytes(prepared, tmp_path, monkeypatch
     export_webdataset(out, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").glob("mead-*.tar"))
     assert names and all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+
+
+def test_a_shard_is_the_tar_that_tarfile_writes_of_its_members(prepared, tmp_path):
+    """The member headers are built directly (not by tarfile, for speed): the shard equals, byte for byte, the ustar
+    tar that tarfile itself writes of the same members (mode 0444, owner 0, time 0), long names included."""
+    import io
+
+    from meadkit.export import _ustar_header
+
+    out, _ = prepared
+    export_webdataset(out, tmp_path / "wds")
+    for shard in sorted((tmp_path / "wds").glob("mead-*.tar")):
+        with tarfile.open(shard) as tar:
+            members = [(m.name, tar.extractfile(m).read()) for m in tar]
+        again = io.BytesIO()
+        with tarfile.open(fileobj=again, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o444, 0
+                tar.addfile(info, io.BytesIO(data))
+        assert len(members) >= 3 and again.getvalue() == shard.read_bytes()
+    for name, size in (("x" * 100, 5), ("p" * 120 + "/x.mp4", 7), ("é.json", 8 ** 11 - 1)):  # prefix field, UTF-8, 11 digits
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o444, 0
+        assert _ustar_header(name, size) == info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape"), name
 
 
 def test_a_destination_holding_other_data_is_refused_unless_overwritten(prepared, tmp_path):
@@ -203,7 +229,6 @@ def test_without_kernel_copies_the_shards_are_the_same_bytes(prepared, tmp_path,
     """Where copy_file_range is missing (macOS) or refused (another file system), the member data is read and written:
     the same shards, byte for byte; and the merged npz is a sound zip (every member's CRC checks)."""
     import os
-    import tarfile
     import zipfile
 
     out, _ = prepared
@@ -226,7 +251,10 @@ def test_an_unreadable_prepared_file_is_one_error_naming_its_clip(tmp_path):
     (out / clips.iloc[0].faces_npz).write_bytes(b"not a zip")
     with pytest.raises(ExportError, match=f"{clips.iloc[0].take_id}/{clips.iloc[0].view}: cannot read"):
         export_webdataset(out, tmp_path / "wds")
-    assert not list((tmp_path / "wds").glob("mead-*.tar"))
+    assert not (tmp_path / "wds" / "meta.json").exists()
+    for shard in (tmp_path / "wds").glob("mead-*.tar"):  # a shard written alongside is whole, and not the bad clip's
+        with tarfile.open(shard) as tar:
+            assert not any(m.name.startswith(f"{clips.iloc[0].take_id}_{clips.iloc[0].view}.") for m in tar)
     (out / clips.iloc[1].crop_video).unlink()
     with pytest.raises(ExportError, match=f"{clips.iloc[1].take_id}/{clips.iloc[1].view}: cannot read"):
         export_webdataset(out, tmp_path / "wds2")
