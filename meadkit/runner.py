@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
+import threading
 import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -231,8 +233,25 @@ def _finished(batch: list[int], outcomes: Optional[list], exc: Optional[BaseExce
 
 def _pool(n_jobs: int) -> ProcessPoolExecutor:
     """Spawned workers (no inherited threads or locks: a forked worker can deadlock on them), single-threaded from
-    their start (run them under `_workers_born_single_threaded`, so their imports see it too)."""
-    return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=single_threaded)
+    their start (run them under `_workers_born_single_threaded`, so their imports see it too), that end with the
+    process that started them."""
+    return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_started)
+
+
+def _worker_started() -> None:
+    """A pool worker's initialiser: one compute thread, and a thread that ends the worker as soon as its parent is
+    gone. Without it a parent killed (kill -9, SIGTERM, an out-of-memory kill) left its spawned workers running
+    their takes and then waiting for work forever (~1 GB each); what a worker was writing is under a temporary name,
+    which the next run removes."""
+    single_threaded()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="meadkit-parent-watch", daemon=True).start()
+
+
+def _exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # ready once the parent process has ended
+    os._exit(1)
 
 
 def _run_pool(worker: _Worker, tasks: list, batches: list[list[int]], n_jobs: int,

@@ -169,3 +169,55 @@ def test_shards_are_the_same_serial_and_in_two_processes(prepared, tmp_path):
     serial = build_shards(out, tmp_path / "serial", config)
     parallel = build_shards(out, tmp_path / "two", config, executor=TWO)
     assert len(serial["shards"]) > 1 and serial == parallel
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from meadkit.runner import Executor
+from test_runner import _note_pid_and_wait
+list(Executor(n_jobs=2, progress="off").map(_note_pid_and_wait, [{folder!r}] * 4))
+"""
+
+
+def _note_pid_and_wait(folder):
+    import time
+    from pathlib import Path
+
+    (Path(folder) / f"{os.getpid()}.pid").touch()
+    time.sleep(120)
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_workers_end_with_a_parent_that_is_killed(tmp_path, sig):
+    """kill -9 (or SIGTERM) of the process running a pool: its spawned workers, mid-task, end within seconds (they
+    used to run on, then wait for work forever, ~1 GB each)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = PARENT.format(tests=os.path.dirname(__file__), folder=str(tmp_path))
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    workers = [int(p.stem) for p in tmp_path.glob("*.pid")]
+    assert len(workers) == 2, "the workers did not start"
+    parent.send_signal(getattr(signal, sig))
+    parent.wait(10)
+    alive = workers
+    for _ in range(100):
+        alive = [pid for pid in workers if _alive(pid)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended (init reaps it)
+    except FileNotFoundError:
+        return False
