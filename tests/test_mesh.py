@@ -122,3 +122,31 @@ def test_mirrored_fit_agrees_on_a_well_seen_face(astronaut):
     mesher = MeshLandmarker()
     direct = mesher.to68(mesher.fit(image, box, roll_angle(truth)))
     assert disagreement(mesher.fit68_mirrored(image, box, roll_angle(truth)), direct) < FacesConfig().mirror_max / 2
+
+
+def test_a_backend_starts_without_mediapipe_logs_on_stderr():
+    """mediapipe's graphs log on descriptor 2 as they start (TFLite's "Created TensorFlow Lite XNNPACK delegate",
+    absl's W0000 lines): 4 lines a worker, under --quiet too. The backend is started with them held back."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from meadkit.faces import FacesConfig, backend_for; b = backend_for(FacesConfig()); "
+            "img = np.full((360, 640), 128, np.uint8); b.mesh.fit(img, (280, 120, 360, 220)); b.second(img)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "XNNPACK" not in res.stderr and "W0000" not in res.stderr and "absl" not in res.stderr, res.stderr
+
+
+def test_native_logs_held_are_written_out_when_the_block_fails(capfd):
+    import os
+
+    from meadkit.faces.backends import native_logs_held
+
+    with native_logs_held():
+        os.write(2, b"a start-up line\n")
+    assert "a start-up line" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError):
+        with native_logs_held():
+            os.write(2, b"why it failed\n")
+            raise RuntimeError("graph failed")
+    assert "why it failed" in capfd.readouterr().err

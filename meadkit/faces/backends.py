@@ -9,12 +9,15 @@ The 68-point models were trained on iBUG 300-W: non-commercial use only.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -29,6 +32,34 @@ FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"
 FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/" + FAN_WEIGHTS
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the image's pixels
+
+
+@contextlib.contextmanager
+def native_logs_held() -> Iterator[None]:
+    """While open, what native code writes straight to file descriptor 2 is held back: mediapipe's TFLite and absl
+    lines as its graphs start (4 a worker: hundreds on a cluster, under `--quiet` too). If the block raises, what
+    was held is written out after all: nothing a failure printed is lost."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 at all: nothing to hold back
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                os.write(2, held.read())
+                raise
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 class FaceBackendUnavailable(RuntimeError):
@@ -135,6 +166,16 @@ class Backend:
 
     def __init__(self, detector, fallback=None, second=None, mesh=None):
         self.detector, self.fallback, self.second, self.mesh = detector, fallback, second, mesh
+
+    def start(self) -> None:
+        """Run the detectors that use mediapipe and the mesh once on a blank frame (mediapipe starts a graph on its
+        first frame)."""
+        blank = np.zeros((64, 64), np.uint8)
+        for detector in (self.second, self.fallback):
+            if isinstance(detector, MediapipeDetector):
+                detector(blank)
+        if self.mesh is not None:
+            self.mesh.fit(blank, (16.0, 16.0, 48.0, 48.0))
 
     def fit(self, images: Sequence[np.ndarray], box: Box,
             stretch: float = 1.0) -> list[tuple[np.ndarray, Optional[float]]]:
@@ -283,8 +324,16 @@ def heatmap_peaks(hm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=4)
 def get_backend(config: FacesConfig) -> Backend:
     """The backend `config` names (with its fallback detector, HOG upsampling, FAN weights and device), built once
-    per process and config (weights load once per worker); FaceBackendUnavailable, with the package to install,
-    when one of its parts is missing."""
+    per process and config (weights load once per worker) and run once on a blank frame, quietly (mediapipe's
+    graphs start, and log it on stderr, on first use); FaceBackendUnavailable, with the package to install, when
+    one of its parts is missing."""
+    with native_logs_held():
+        backend = _build_backend(config)
+        backend.start()
+    return backend
+
+
+def _build_backend(config: FacesConfig) -> Backend:
     fallbacks = {"none": lambda: None, "mmod": MmodDetector, "mediapipe": MediapipeDetector}
     if config.fallback_detector not in fallbacks:
         raise ValueError(f"unknown fallback detector {config.fallback_detector!r}; choose one of {sorted(fallbacks)}")
