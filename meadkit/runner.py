@@ -283,8 +283,13 @@ def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs
     try:
         while queue or inflight:
             while queue and len(inflight) < 2 * n_jobs:
-                batch = queue.popleft()
-                inflight[pool.submit(worker, [tasks[i] for i in batch])] = batch
+                try:
+                    inflight[pool.submit(worker, [tasks[i] for i in queue[0]])] = queue[0]
+                except BrokenProcessPool:  # a worker died since the last wait: its future, in flight, tells which
+                    break
+                queue.popleft()
+            if not inflight:
+                return
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             broken = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
             if broken:

@@ -221,3 +221,26 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended (init reaps it)
     except FileNotFoundError:
         return False
+
+
+def _dies_late_on_one(task):
+    import time
+
+    if task == 1:
+        time.sleep(0.5)
+        os._exit(13)
+    return {"task": task, "value": task * task}
+
+
+def test_a_worker_dying_while_the_caller_is_busy_costs_only_its_task():
+    """The caller holds the first result for 2 s while another task's worker dies: the pool is broken by the time
+    more tasks are submitted (that submit used to raise BrokenProcessPool out of the run)."""
+    import time
+
+    records = {}
+    for r in TWO.map(_dies_late_on_one, range(12), on_crash=_crash):
+        if not records:
+            time.sleep(2)
+        records[r["task"]] = r
+    assert set(records) == set(range(12)) and "died" in records[1]["error"]
+    assert all(records[t]["value"] == t * t for t in range(12) if t != 1)
