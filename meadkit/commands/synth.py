@@ -59,6 +59,8 @@ def _actors(ctx, param, value):
 @click.option("--photos", default=",".join(BUILTIN_PHOTOS), callback=lambda ctx, param, v: tuple(split_csv(v)),
               help="Photos actors are made from (actor i gets photo i mod N): built-in names, or paths to images "
                    "with an iBUG .pts of the same stem beside them (held-out faces).")
+@click.option("--frontal", is_flag=True, help="Turn each head to face the front camera, as MEAD's actors sit (else a "
+              "turned photo stays turned in the front view, and its 30-degree views turn further).")
 @click.option("--seed", default=0, type=int, help="Random seed; the same seed gives the same corpus.")
 @click.option("--tar", is_flag=True, help="Write per-actor video/audio tars instead of folders.")
 @click.option("--tar-naming", default="mixed", type=click.Choice(TAR_NAMINGS), help="<actor>/video.tar, <actor>_video.tar, or alternate per actor.")
@@ -76,7 +78,7 @@ def _actors(ctx, param, value):
 @jobs_option(what="Worker processes (takes rendered in parallel)")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Ground-truth Parquet path  [default: OUT.truth.parquet beside OUT]")
-def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, seed, tar, tar_naming, defects, curation_defects,
+def command(out, actors, emotions, levels, takes, seconds, views, resolution, photos, frontal, seed, tar, tar_naming, defects, curation_defects,
             voice, fps,
             encoding, jobs, truth):
     """Write a synthetic corpus in MEAD's exact layout to OUT, with known ground truth.
@@ -89,7 +91,7 @@ def command(out, actors, emotions, levels, takes, seconds, views, resolution, ph
     Example: meadkit synth /tmp/mead --actors 2 --emotions neutral,happy --takes 1 --resolution 480x270
     """
     config = SynthConfig(actors=actors, emotions=emotions, levels=levels, takes=takes, seconds=seconds, views=views,
-                         width=resolution[0], height=resolution[1], photos=photos, seed=seed, defects=defects,
+                         width=resolution[0], height=resolution[1], photos=photos, frontal=frontal, seed=seed, defects=defects,
                          curation_defects=curation_defects, tar=tar,
                          tar_naming=tar_naming, voice=voice, fps=Fraction(fps), encoding=encoding)
     try:

@@ -68,6 +68,7 @@ class SynthConfig:
     seconds: float = 3.0  # reference-audio length (each view differs by up to ~0.35 s)
     views: tuple[str, ...] = VIEWS
     photos: tuple[str, ...] = BUILTIN_PHOTOS  # actor i: photo i mod len; built-in names or image paths (.pts beside)
+    frontal: bool = False  # turn each head to face the front camera, as MEAD's actors do (else: the photo's own pose)
     width: int = 1920
     height: int = 1080
     fps: Fraction = MEAD_FPS
@@ -227,7 +228,7 @@ class _Actor:
         ident = make_identity(rng, index)
         photo = get_photo(config.photos[index % len(config.photos)])
         self.photo = photo.name
-        self.face = FaceModel(photo, ident, FACE_HEIGHT_FRACTION * config.height)
+        self.face = FaceModel(photo, ident, FACE_HEIGHT_FRACTION * config.height, config.frontal)
         self.female = gender(actor) == "W"
         self.f0 = float(rng.uniform(180, 240) if self.female else rng.uniform(95, 135))
         self.cameras, self.backdrops = {}, {}

