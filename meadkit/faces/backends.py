@@ -46,20 +46,19 @@ def native_logs_held() -> Iterator[None]:
     except OSError:  # no descriptor 2 at all: nothing to hold back
         yield
         return
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
     try:
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                os.dup2(saved, 2)
-                held.seek(0)
-                os.write(2, held.read())
-                raise
-            finally:
-                os.dup2(saved, 2)
+        yield
+    except BaseException:
+        os.dup2(saved, 2)
+        held.seek(0)
+        os.write(2, held.read())
+        raise
     finally:
+        os.dup2(saved, 2)
         os.close(saved)
+        held.close()
 
 
 class FaceBackendUnavailable(RuntimeError):
