@@ -54,19 +54,30 @@ def run_stage(clips: list[dict], out: Path, pythonpath: Path | None) -> list[dic
 
 
 def child(job_path: str) -> None:
-    """Child process: the stage on each clip (the first one twice, so model loading is not timed)."""
+    """Child process: the stage on each clip (the first one twice, so model loading is not timed), each actor's
+    front view first and, as prepare does, its head yaw bounding the other views' turn (where the stage run has
+    `least_yaw`: a landed stage may predate it)."""
     from meadkit.faces import FacesConfig, process_view
+    try:
+        from meadkit.take import least_yaw
+    except ImportError:
+        least_yaw = None
 
     job = json.loads(Path(job_path).read_text())
-    out, results = Path(job["out"]), []
-    for k, c in enumerate(job["clips"]):
+    out, results, cfg, front_yaw = Path(job["out"]), {}, FacesConfig(), {}
+    clips = sorted(enumerate(job["clips"]), key=lambda kc: (kc[1]["actor"], kc[1]["view"] != "front"))
+    for first, (k, c) in enumerate(clips):
         npz = out / f"{k}.faces.npz"
-        for _ in range(2 if k == 0 else 1):
+        extra = ({"least_yaw": least_yaw(c["view"], front_yaw.get(c["actor"], float("nan")), cfg.view_slack)}
+                 if least_yaw else {})
+        for _ in range(2 if first == 0 else 1):
             t = time.perf_counter()
-            r = process_view(Source(c["path"]), 0, c["n"], out / f"{k}.mp4", npz, FacesConfig())
+            r = process_view(Source(c["path"]), 0, c["n"], out / f"{k}.mp4", npz, cfg, **extra)
             dt = time.perf_counter() - t
-        results.append({"status": r.status, "error": r.error, "seconds": dt, "npz": str(npz)})
-    print(json.dumps(results))
+        if c["view"] == "front":
+            front_yaw[c["actor"]] = getattr(r, "head_yaw", float("nan"))
+        results[k] = {"status": r.status, "error": r.error, "seconds": dt, "npz": str(npz)}
+    print(json.dumps([results[k] for k in range(len(clips))]))
 
 
 def corpus(folder: Path, seconds: float, holdout: list[Path]) -> tuple[Path, Path, list[str]]:

@@ -10,6 +10,7 @@ a full or read-only disk stops the run (`OutputDiskError`) and records nothing f
 """
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections import Counter
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from meadkit.atomic import OutputDiskError, atomic_path, disk_error, output_error
-from meadkit.corpus.names import TakeKey
+from meadkit.corpus.names import VIEW_YAW, TakeKey
 from meadkit.records import (USABLE_AUDIO, USABLE_VIDEO, ClipRow, Outcome, RecordingRow, SyncRow, TakeRecord,
                              take_outcome)
 
@@ -144,14 +145,27 @@ def _run_audio(s: TakeState) -> None:
 def _run_faces(s: TakeState) -> None:
     """The faces stage on each view cut to the window (a view that is not keeps its sync status and why)."""
     cdir = clip_dir(s.out, s.task.key)
-    for view, row in s.usable.items():
+    front_yaw = float("nan")
+    for view, row in sorted(s.usable.items(), key=lambda item: item[0] != "front"):  # the front view first
         vs = s.window.views.get(view)
         if vs is None or vs.start_frame is None:
             continue
-        face, seconds = _timed(_faces, _source(row), vs, s.grid, s.pipeline, cdir, view, s.out)
+        least = least_yaw(view, front_yaw, s.pipeline.faces.view_slack)
+        face, seconds = _timed(_faces, _source(row), vs, s.grid, s.pipeline, cdir, view, s.out, least)
         s.times["faces"] += seconds
         s.outcomes[view]["faces"] = Outcome(face["face_status"], face["face_error"])
         s.clips[view].update(**{k: v for k, v in face.items() if k in _FACE_COLUMNS})
+        if view == "front":
+            front_yaw = face["head_yaw"]
+
+
+def least_yaw(view: str, front_yaw: float, slack: float) -> float:
+    """How far a view's face is turned at least (degrees), from the head's yaw in the take's front view (`fit_pose`'s
+    sign, NaN where unknown) and the view camera's angle (`VIEW_YAW`, the other sign), less `slack` for the head's
+    motion within the take: 0 where the front view gave no pose, or for a view of unknown angle."""
+    if view not in VIEW_YAW or not math.isfinite(front_yaw):
+        return 0.0
+    return max(0.0, abs(front_yaw - VIEW_YAW[view]) - slack)
 
 
 def _run_curation(s: TakeState) -> None:
@@ -337,17 +351,19 @@ def _clip_audio(s: TakeState) -> dict:
     return {"audio_wav": str(path.relative_to(s.out)), "audio_rate": clip.rate, "audio_padded": clip.padded}
 
 
-def _faces(source, view_sync, grid: Grid, pipeline: Pipeline, cdir: Path, view: str, out: Path) -> dict:
-    """Run the faces stage on one view's window, written on the take's grid: `FaceResult.as_row` (face_status,
-    face_error, quality), the crop size and the output paths (null unless written)."""
+def _faces(source, view_sync, grid: Grid, pipeline: Pipeline, cdir: Path, view: str, out: Path,
+           least: float) -> dict:
+    """Run the faces stage on one view's window, written on the take's grid, for a face turned at least `least`
+    degrees: `FaceResult.as_row` (face_status, face_error, quality), the head's yaw, the crop size and the output
+    paths (null unless written)."""
     from meadkit.faces import process_view
 
     video, arrays = cdir / f"{view}.mp4", cdir / f"{view}.faces.npz"
     res = process_view(source, view_sync.start_frame, view_sync.n_frames, video, arrays, pipeline.faces,
-                       out_fps=grid.fps)
+                       out_fps=grid.fps, least_yaw=least)
     ok = res.status in ("ok", "partial")  # partial views keep their outputs; the status says why they are not ok
     return res.as_row() | {
-        "crop_size": pipeline.faces.crop_size, "crop_video": str(video.relative_to(out)) if ok else None,
+        "head_yaw": res.head_yaw, "crop_size": pipeline.faces.crop_size, "crop_video": str(video.relative_to(out)) if ok else None,
         "faces_npz": str(arrays.relative_to(out)) if ok else None,
     }
 

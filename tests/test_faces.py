@@ -324,3 +324,18 @@ def test_full_range_444_frames_are_cropped_without_conversion_and_keep_their_col
         w.write(warp_planes(planes, m, 96))
     crop = next(iter(iter_frames(Source(str(tmp_path / "crop.mp4"))))).image
     assert np.abs(crop.astype(int) - warp(bgr, m, 96).astype(int)).mean() < 3.0
+
+
+def test_a_face_known_to_be_turned_beyond_max_yaw_is_not_tracked(clips, tmp_path):
+    """Where the take's front view and the camera's angle put the face beyond max_yaw, the gate would refuse every
+    fit: the view is `no_face` at once, saying why, without decoding it; within range it is tracked as before."""
+    path, _ = clips[0]
+    r, video, arrays = run(tmp_path, path, config=FacesConfig())
+    assert r.status == "ok" and abs(r.head_yaw) < 10
+    arrays.unlink()
+    r = process_view(Source(str(path)), 0, N, video, arrays, FacesConfig(), least_yaw=41.0)
+    assert (r.status, r.n_frames, r.detector_calls) == ("no_face", N, 0) and not arrays.exists()
+    assert r.error.startswith("not tracked: the take's front view and this camera's angle put the face at 41+ degrees")
+    # within a wider max_yaw it is tracked, judged at 41 degrees: beyond frontal_yaw, so the mesh's points are taken
+    r = process_view(Source(str(path)), 0, N, video, arrays, FacesConfig(max_yaw=45.0, tilt_pitch=45.0), least_yaw=41.0)
+    assert r.status == "ok" and r.detector_calls > 0 and r.mesh_ratio > 0.95

@@ -345,7 +345,7 @@ def test_no_common_window_is_the_reason_and_a_view_without_window_skips_faces(tm
                          error="confidence 0.10 < 0.4; does not cover the window of the other views")})
     faced = []
     monkeypatch.setattr(meadkit.take, "_sync", lambda *a: window)
-    monkeypatch.setattr(meadkit.take, "_faces", lambda src, vs, grid, p, cdir, view, out: faced.append(view) or {"face_status": "ok", "face_error": None})
+    monkeypatch.setattr(meadkit.take, "_faces", lambda src, vs, grid, p, cdir, view, out, least: faced.append(view) or {"face_status": "ok", "face_error": None, "head_yaw": 0.0})
     record = dataclasses.asdict(process_take(task, load_pipeline(), "h"))
     assert faced == ["front"]
     clips = {c["view"]: c for c in record["clips"]}

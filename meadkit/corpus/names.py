@@ -21,6 +21,10 @@ RELEASED_ACTORS = tuple(
     "W019 W021 W023 W024 W025 W026 W028 W029 W033 W035 W036 W037 W038 W040".split()
 )
 VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
+#: Each view camera's angle from the front camera (degrees; positive: the camera on the actor's left, as MEAD's
+#: left_* views), so the yaw a face looking at the front camera shows it.
+VIEW_YAW = {"front": 0.0, "left_30": 30.0, "left_60": 60.0, "right_30": -30.0, "right_60": -60.0, "top": 0.0,
+            "down": 0.0}
 #: Emotions as MEAD's folder names, alphabetical.
 EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 #: The paper's label order; label index = position here. Used for every integer emotion label.

@@ -22,9 +22,6 @@ NUMERIC_COLUMNS = ("av_offset_frames", "av_confidence", "yaw_deg", "pitch_deg", 
 CORPUS_COLUMNS = ("expression_strength", "duplicate_of")
 #: Every curation column of clips.parquet.
 COLUMNS = NUMERIC_COLUMNS + ("duplicate_of", "quality_flags")
-#: The yaw (degrees, positive = the camera on the actor's left, as MEAD's left_* views) each MEAD view expects.
-EXPECTED_YAW = {"front": 0.0, "left_30": 30.0, "left_60": 60.0, "right_30": -30.0, "right_60": -60.0, "top": 0.0,
-                "down": 0.0}
 
 
 @dataclass(frozen=True)

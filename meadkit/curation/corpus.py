@@ -9,7 +9,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from meadkit.curation import EXPECTED_YAW, FLAGS, CurationConfig
+from meadkit.corpus.names import VIEW_YAW
+from meadkit.curation import FLAGS, CurationConfig
 from meadkit.curation.lipsync import mouth_opening
 from meadkit.faces.align import interocular
 from meadkit.records import ClipRow
@@ -43,7 +44,7 @@ def clip_flags(clip: ClipRow, config: CurationConfig, found: Mapping[str, bool])
     hits = set(clip.quality_flags or ()) | {k for k, v in found.items() if v}
     if _finite(offset, conf) and abs(offset) > config.max_av_offset_frames and conf >= config.min_av_confidence:
         hits.add("av_offset")
-    if _finite(yaw) and clip.view in EXPECTED_YAW and abs(yaw - EXPECTED_YAW[clip.view]) > config.pose_tolerance_deg:
+    if _finite(yaw) and clip.view in VIEW_YAW and abs(yaw - VIEW_YAW[clip.view]) > config.pose_tolerance_deg:
         hits.add("pose_mismatch")
     if _finite(clip.sharpness) and clip.sharpness < config.min_sharpness:
         hits.add("blurry")

@@ -26,13 +26,15 @@ _INNER = np.r_[17:68]  # all but the jaw contour, whose 2D annotation differs be
 @dataclass(frozen=True)
 class Verdict:
     """The gate's decision on one frame: chosen points (68, 2) or None, which landmarker they came from, their
-    plausibility in [0, 1] (1 - residual / max residual), the reason when rejected, and the pose fit."""
+    plausibility in [0, 1] (1 - residual / max residual), the reason when rejected, the pose fit, and the mesh's
+    disagreement with its mirrored fit where that was measured (inf where the mirrored fit saw no face)."""
 
     points: Optional[np.ndarray]
     source: Optional[str]
     quality: float
     reject: Optional[str]
     pose: Optional[PoseFit]
+    mirror: Optional[float] = None
 
 
 def face_height(points: np.ndarray) -> float:
@@ -46,19 +48,23 @@ def disagreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
-          mirrored: Optional[Callable[[], Optional[np.ndarray]]] = None, pose: Optional[PoseFit] = None) -> Verdict:
+          mirrored: Optional[Callable[[], Optional[np.ndarray]]] = None, pose: Optional[PoseFit] = None,
+          mirror_due: bool = True, least_yaw: float = 0.0) -> Verdict:
     """Choose between the 68-point fit and the mesh's 68 points (either may be None) and gate the choice.
 
     `config` gives residual_max (largest plausible pose residual), frontal_yaw (degrees up to which the 68-point
     model is trusted), agree_max (largest disagreement, in face heights, for it to be trusted), max_yaw (largest
     |yaw| accepted; tilt_yaw and tilt_pitch: beyond both at once, a face turned and tilted, none is) and
     mirror_max (largest disagreement of the mesh with `mirrored()`, its fit on the mirrored region, when the
-    mesh's points are chosen). `pose` is the mesh's, if already known."""
+    mesh's points are chosen and `mirror_due`: the tracker skips it while a recent check vouches for the fit).
+    `pose` is the mesh's, if already known. `least_yaw` (degrees): the face is known, from elsewhere, to be turned
+    at least this far, so a pose read as less is judged at this yaw (mediapipe's mesh reads faces turned 55-65
+    degrees as 28-40: its pose alone cannot refuse them)."""
     if mesh68 is None and mirrored is not None:
         return Verdict(None, None, 0.0, "no fit", None)  # the mesh ran and saw no face: a 68-point fit alone is no proof
     if mesh68 is not None:
         pose = pose or fit_pose(mesh68)
-        if (fit68 is not None and abs(pose.yaw) <= config.frontal_yaw
+        if (fit68 is not None and max(abs(pose.yaw), least_yaw) <= config.frontal_yaw
                 and disagreement(fit68, mesh68) <= config.agree_max):
             points, source, pose = fit68, "fit", fit_pose(fit68)
         else:
@@ -70,15 +76,18 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
     if not np.isfinite(points).all():
         return Verdict(None, source, 0.0, "no fit", pose)
     quality = max(0.0, 1.0 - pose.residual / config.residual_max)
+    turn = max(abs(pose.yaw), least_yaw)
     reject = ("implausible shape" if quality <= 0
-              else "pose out of range" if abs(pose.yaw) > config.max_yaw or (abs(pose.yaw) > config.tilt_yaw
-                                                                          and abs(pose.pitch) > config.tilt_pitch)
+              else "pose out of range" if turn > config.max_yaw or (turn > config.tilt_yaw
+                                                                  and abs(pose.pitch) > config.tilt_pitch)
               else None)
-    if reject is None and source == "mesh" and mirrored is not None:
+    mirror = None
+    if reject is None and source == "mesh" and mirrored is not None and mirror_due:
         other = mirrored()
-        if other is None or disagreement(other, points) > config.mirror_max:
+        mirror = disagreement(other, points) if other is not None else float("inf")
+        if mirror > config.mirror_max:
             reject = "unstable fit"
-    return Verdict(None if reject else points, source, quality, reject, pose)  # quality is 0 when implausible
+    return Verdict(None if reject else points, source, quality, reject, pose, mirror)  # quality 0 when implausible
 
 
 def jumped(points: np.ndarray, previous: np.ndarray, limit: float) -> bool:

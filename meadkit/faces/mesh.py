@@ -194,6 +194,25 @@ def _landmark_graph(refine: bool):
     return graph, presence, rect_pb2.NormalizedRect(x_center=0.5, y_center=0.5, width=1.0, height=1.0)
 
 
+#: A NormalizedLandmark with x, y, z set and nothing else, as protobuf writes it inside a NormalizedLandmarkList:
+#: field 1 (length-delimited, 15 bytes), then fields 1-3 as 32-bit floats (tags 0x0d, 0x15, 0x1d).
+_LANDMARK_WIRE = np.dtype([("tag", "u1"), ("size", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
+                           ("tz", "u1"), ("z", "<f4")])
+_LANDMARK_TAGS = {"tag": 0x0A, "size": 15, "tx": 0x0D, "ty": 0x15, "tz": 0x1D}
+
+
+def landmarks_xyz(landmarks) -> np.ndarray:
+    """(N, 3) float64 x, y, z of a mediapipe NormalizedLandmarkList. Read from its serialised bytes in one numpy
+    call where every landmark has exactly x, y and z (the mesh's case: 0.01 ms against 0.36 ms for 478 attribute
+    reads in Python); any other layout is read point by point."""
+    raw = landmarks.SerializeToString()
+    if len(raw) % _LANDMARK_WIRE.itemsize == 0:
+        rec = np.frombuffer(raw, _LANDMARK_WIRE)
+        if len(rec) == len(landmarks.landmark) and all((rec[k] == v).all() for k, v in _LANDMARK_TAGS.items()):
+            return np.column_stack([rec["x"], rec["y"], rec["z"]]).astype(np.float64)
+    return np.array([(q.x, q.y, q.z) for q in landmarks.landmark], np.float64).reshape(-1, 3)
+
+
 def roi_for_box(box: Box) -> tuple[np.ndarray, float]:
     """Centre (x, y) and side in pixels of the square region the model sees for a face `box`."""
     x0, y0, x1, y1 = box
@@ -229,7 +248,7 @@ class MeshFitter:
         out = self._graph.process({"image": crop, "roi": self._whole})
         if out.landmarks is None:
             return None
-        p = np.array([(q.x, q.y, q.z) for q in out.landmarks.landmark]) * MODEL_SIZE  # crop pixels
+        p = landmarks_xyz(out.landmarks) * MODEL_SIZE  # crop pixels
         if mirror:  # back to the unmirrored crop (vertex labels stay those of the mirrored face)
             p[:, 0] = MODEL_SIZE - p[:, 0]
         xy = (p[:, :2] - MODEL_SIZE / 2) @ rot / k ** 2 + centre  # rot's inverse is rot.T / k**2

@@ -18,6 +18,7 @@ from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.crops import CROP_MODES, Framing, tube_transforms
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
 from meadkit.faces.gate import REJECTS
+from meadkit.faces.model3d import fit_pose
 from meadkit.faces.smooth import TrackSmoother, jitter
 from meadkit.faces.track import Tracker
 from meadkit.media.probe import MediaError, Probe, probe
@@ -51,6 +52,11 @@ class FacesConfig:
     tilt_yaw: float = field(default=30.0, metadata={"min": 0.0, "max": 90.0})  # gate: a face read as turned beyond this ...
     tilt_pitch: float = field(default=10.0, metadata={"min": 0.0, "max": 90.0})  # ... and tilted beyond this (degrees) is rejected
     mirror_max: float = field(default=0.025, metadata={"min": 0.0})  # gate: the mesh's points must agree with its fit on the mirrored region (face heights)
+    view_slack: float = field(default=15.0, metadata={"min": 0.0, "max": 90.0})  # gate, in prepare: each view's face is taken as turned at
+    # least |front view's head yaw + the camera's angle| - this (degrees: the head's motion within a take), so a 60-degree view is refused
+    # where the mesh misreads it as 30 (it does on 55-65 degree turns); 90: off
+    mirror_every: int = field(default=3, metadata={"min": 1})  # gate: a mirrored check passed with room to spare vouches for up to this many
+    # frames while the head holds its pose (the check is a second mesh run: half the cost of a turned view); 1: every frame
     keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
     crop: str = field(default="aligned", metadata={"choices": CROP_MODES})  # how crops follow the face: aligned | fixed | box | tube (meadkit/faces/crops.py)
     crop_size: int = field(default=256, metadata={"min": 32, "max": 1024})
@@ -102,6 +108,7 @@ class FaceResult:
     detector_calls: int = 0
     rejected: float = 0.0
     mesh_ratio: float = 0.0
+    head_yaw: float = float("nan")  # median yaw (degrees, `model3d.fit_pose`'s sign) of the frames fitted with a face
 
     def as_row(self) -> dict:
         """This result as columns (face_status, face_error, quality; clips.parquet keeps those it has)."""
@@ -131,23 +138,26 @@ def backend_for(config: FacesConfig) -> Backend:
     return get_backend(config)
 
 
-def tracker_for(backend: Backend, config: FacesConfig) -> Tracker:
-    """A fresh tracker with the config's detection settings."""
-    return Tracker(backend, config)
+def tracker_for(backend: Backend, config: FacesConfig, least_yaw: float = 0.0) -> Tracker:
+    """A fresh tracker with the config's detection settings, for a face known to be turned at least `least_yaw`."""
+    return Tracker(backend, config, least_yaw)
 
 
 def process_view(source: Source, start_frame: int, n_frames: int, video_out: Path | str,
                  arrays_out: Path | str, config: FacesConfig = FacesConfig(),
-                 out_fps: Optional[Fraction] = None) -> FaceResult:
+                 out_fps: Optional[Fraction] = None, least_yaw: float = 0.0) -> FaceResult:
     """Track, smooth and align the face on frames [start_frame, start_frame + n_frames) of `source` in one
     decode pass; write the crop video and `.faces.npz` atomically, at `out_fps` (default: the source's rate; see
-    `meadkit.timebase`). Bad input gives a status; only a full or read-only output disk raises (OSError)."""
+    `meadkit.timebase`). `least_yaw`: the face is known (from the take's front view and this camera's angle) to be
+    turned at least this many degrees; fits read as turned less are judged at it (`gate.judge`).
+    Bad input gives a status; only a full or read-only output disk raises (OSError)."""
     try:
         backend = backend_for(config)
     except (FaceBackendUnavailable, ValueError) as e:
         return FaceResult("backend_unavailable", str(e), config.backend)
     try:
-        return _process(source, start_frame, n_frames, Path(video_out), Path(arrays_out), config, backend, out_fps)
+        return _process(source, start_frame, n_frames, Path(video_out), Path(arrays_out), config, backend, out_fps,
+                        least_yaw)
     except _Reject as r:
         return r.result
     except MediaError as e:
@@ -217,15 +227,20 @@ class _Track:
         return len(refused) / len(self.found), REJECTS[int(np.bincount(refused).argmax()) - 1]
 
 
-def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend, out_fps) -> FaceResult:
+def _process(source, start_frame, n_frames, video_out, arrays_out, config, backend, out_fps, least_yaw) -> FaceResult:
     info = _probe_window(source, n_frames, config, backend.name)
     grid = output_grid(0.0, n_frames, Fraction(info.fps), TimebaseConfig(str(out_fps) if out_fps else "source"))
     if grid.too_short():
         raise _Reject(FaceResult("too_short", grid.too_short(), backend.name))
+    if least_yaw > config.max_yaw:  # the gate would refuse every fit: spare the decode and the models
+        raise _Reject(FaceResult("no_face", f"not tracked: the take's front view and this camera's angle put the face "
+                                            f"at {least_yaw:.0f}+ degrees, beyond max_yaw {config.max_yaw:g} (every fit "
+                                            "would be refused; faces.view_slack=90 turns this off)", backend.name,
+                                 grid.source_frames))
     with atomic_path(video_out) as tmp_video, ExitStack() as stack:
         view = _ViewPass(info, grid, config, backend, lambda fmt: stack.enter_context(VideoWriter(
             str(tmp_video), grid.fps, config.crop_size, config.crop_size, crf=config.crf,
-            preset=config.preset, pix_fmt=fmt)))
+            preset=config.preset, pix_fmt=fmt)), least_yaw)
         n_read = view.decode(source, start_frame)
         if view.framing is None and n_read == view.T:
             view.recrop(source, start_frame)
@@ -259,11 +274,12 @@ class _ViewPass:
     writes the grid's frames: each one's nearest source frame, landmarks interpolated at its instant.
     `open_writer(pix_fmt)` opens the crop video (at the first frame, which tells its colour range)."""
 
-    def __init__(self, info: Probe, grid: Grid, config: FacesConfig, backend: Backend, open_writer):
+    def __init__(self, info: Probe, grid: Grid, config: FacesConfig, backend: Backend, open_writer,
+                 least_yaw: float = 0.0):
         T, self.size, self.config, self.name = grid.source_frames, config.crop_size, config, backend.name
         self.fps, self.W, self.H, self.T = Fraction(info.fps), info.width, info.height, T
         self.grid, self.picks = grid, np.bincount(grid.nearest, minlength=T)  # crops written of each source frame
-        self.tracker = tracker_for(backend, config)
+        self.tracker = tracker_for(backend, config, least_yaw)
         self.smoother = TrackSmoother(T, float(self.fps), config)
         # frames held back before they are cropped: the smoother's look-ahead, and room to track backwards from a
         # face found by the next search (which runs at least every detect_every frames)
@@ -397,13 +413,18 @@ class _ViewPass:
         if n_found == 0:
             raise _Reject(FaceResult("no_face", f"no face in {T} frames: {gate_note or self._why_no_face()}", **base))
         result = FaceResult("ok", None, mean_score=float(track.score[track.found].mean()),
-                            jitter=jitter(self.lm_src, self.valid), **base)
+                            jitter=jitter(self.lm_src, self.valid), head_yaw=self._head_yaw(), **base)
         if result.found_ratio < config.min_found_ratio:
             result.status = "partial"
             result.error = (f"face found on {100 * result.found_ratio:.1f}% of frames "
                             f"(< {100 * config.min_found_ratio:.0f}%)" + (f"; {gate_note}" if gate_note else "")
                             + "; frames without a face have valid=False")
         return result
+
+    def _head_yaw(self) -> float:
+        """Median yaw of the frames fitted with a face (not those interpolated), by `fit_pose`; NaN without any."""
+        fitted = np.flatnonzero(self.valid & ~self.interpolated)
+        return float(np.median([fit_pose(self.lm_src[i]).yaw for i in fitted])) if len(fitted) else float("nan")
 
     def _why_no_face(self) -> str:
         """Why no frame has a face when the gate refused none of the track's fits."""
