@@ -339,3 +339,47 @@ def test_a_face_known_to_be_turned_beyond_max_yaw_is_not_tracked(clips, tmp_path
     # within a wider max_yaw it is tracked, judged at 41 degrees: beyond frontal_yaw, so the mesh's points are taken
     r = process_view(Source(str(path)), 0, N, video, arrays, FacesConfig(max_yaw=45.0, tilt_pitch=45.0), least_yaw=41.0)
     assert r.status == "ok" and r.detector_calls > 0 and r.mesh_ratio > 0.95
+
+
+def test_the_mesh_sits_out_frames_where_both_landmarkers_agree_and_the_points_stay_the_same(clips, tmp_path):
+    """On a frontal face (dlib's points chosen: the mesh agrees), the mesh runs on about every other frame; the
+    landmarks and validity are those of running it on every frame, and its vertices on the frames it sat out
+    (the neighbours' mean) stay within a pixel or two of a real fit."""
+    from meadkit.faces.backends import MeshLandmarker
+
+    path, truth = clips[0]
+    fitted, calls, seen = MeshLandmarker.fit, [], {}
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return fitted(self, *args, **kwargs)
+
+    for every in (1, 2):
+        calls.clear()
+        MeshLandmarker.fit = counted
+        try:
+            r, _, arrays = run(tmp_path, path, config=FacesConfig(mesh_every=every))
+        finally:
+            MeshLandmarker.fit = fitted
+        z = np.load(arrays, allow_pickle=False)
+        seen[every] = (len(calls), z["landmarks_src"], z["valid"], z["mesh_crop"].astype(np.float64))
+        assert r.status == "ok" and r.mesh_ratio == 0.0
+    (n1, lm1, ok1, mesh1), (n2, lm2, ok2, mesh2) = seen[1], seen[2]
+    assert n1 >= N and n2 <= 0.6 * n1
+    assert np.array_equal(ok1, ok2) and np.array_equal(lm1, lm2)
+    gap = np.sqrt(((mesh1 - mesh2)[..., :2] ** 2).sum(-1)).mean(-1)
+    assert np.isfinite(mesh2[ok2]).all() and gap.max() < 3.0 and gap.mean() < 1.0 and (gap == 0).sum() >= n2 - 5
+
+
+def test_frames_the_mesh_sat_out_are_filled_between_its_neighbours():
+    from meadkit.faces.stage import _fill_spared
+
+    mesh = np.arange(7, dtype=np.float32)[:, None, None] * np.ones((7, 2, 3), np.float32)
+    spared = np.array([True, False, True, False, True, False, True])
+    mesh[spared] = np.nan  # frames the mesh sat out
+    mesh[5] = np.nan  # the mesh saw no face here
+    out = _fill_spared(mesh, spared)
+    assert out[2].tolist() == [[2.0] * 3] * 2  # between its neighbours
+    assert out[0].tolist() == [[1.0] * 3] * 2 and out[4].tolist() == [[3.0] * 3] * 2  # held from the one that saw it
+    assert np.isnan(out[[5, 6]]).all()  # no neighbour saw the face: left without a mesh
+    assert np.array_equal(out[[1, 3]], mesh[[1, 3]]) and np.isnan(mesh[2]).all()  # the input is left as it was

@@ -231,3 +231,32 @@ def test_a_face_known_to_be_turned_far_is_refused_whatever_yaw_its_fit_reads():
     # near-frontal fits agree, but a known turn beyond frontal_yaw means the 68-point model is not trusted there
     assert judge(face(4), face(6), CFG).source == "fit"
     assert judge(face(4), face(6), CFG, mirrored=lambda: face(6), least_yaw=25.0).source == "mesh"
+
+
+def test_the_mesh_sits_out_a_frame_only_after_a_close_agreement_on_a_frontal_face():
+    from meadkit.faces.gate import Verdict
+    from meadkit.faces.model3d import PoseFit
+    from meadkit.faces.track import Tracker
+
+    def fitted(agree, yaw=4.0, source="fit", points=True):
+        return Verdict(face(yaw) if points else None, source, 0.9, None if points else "implausible shape",
+                       PoseFit(0.01, yaw, 0.0, 0.0), None, agree)
+
+    t = Tracker(backend=None, config=FacesConfig(mesh_every=2))
+    t._spare(fitted(0.4 * CFG.agree_max), spared=False)
+    assert t.spared == 1
+    t._spare(fitted(None), spared=True)  # the spared frame passed: the mesh runs on the next
+    assert t.spared == 0
+    for v in (fitted(0.6 * CFG.agree_max), fitted(0.1 * CFG.agree_max, yaw=16.0), fitted(None, source="mesh"),
+              fitted(0.1 * CFG.agree_max, points=False)):
+        t.spared = 0
+        t._spare(v, spared=False)
+        assert t.spared == 0, v  # a loose agreement, a face near frontal_yaw, the mesh's points, a refusal
+    t.spared = 1
+    t._spare(fitted(None, points=False), spared=True)
+    assert t.spared == 0
+    every = Tracker(backend=None, config=FacesConfig(mesh_every=1))
+    every._spare(fitted(0.1 * CFG.agree_max), spared=False)
+    assert every.spared == 0
+    assert judge(face(4), face(6), CFG).agree == pytest.approx(disagreement(face(4), face(6)))
+    assert judge(face(4), face(40), CFG).agree is None  # beyond frontal_yaw the fits are not compared

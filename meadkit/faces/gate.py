@@ -27,7 +27,8 @@ _INNER = np.r_[17:68]  # all but the jaw contour, whose 2D annotation differs be
 class Verdict:
     """The gate's decision on one frame: chosen points (68, 2) or None, which landmarker they came from, their
     plausibility in [0, 1] (1 - residual / max residual), the reason when rejected, the pose fit, and the mesh's
-    disagreement with its mirrored fit where that was measured (inf where the mirrored fit saw no face)."""
+    disagreement with its mirrored fit where that was measured (inf where the mirrored fit saw no face) and with
+    the 68-point fit where that was (face heights)."""
 
     points: Optional[np.ndarray]
     source: Optional[str]
@@ -35,6 +36,7 @@ class Verdict:
     reject: Optional[str]
     pose: Optional[PoseFit]
     mirror: Optional[float] = None
+    agree: Optional[float] = None
 
 
 def face_height(points: np.ndarray) -> float:
@@ -62,10 +64,12 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
     degrees as 28-40: its pose alone cannot refuse them)."""
     if mesh68 is None and mirrored is not None:
         return Verdict(None, None, 0.0, "no fit", None)  # the mesh ran and saw no face: a 68-point fit alone is no proof
+    agree = None
     if mesh68 is not None:
         pose = pose or fit_pose(mesh68)
-        if (fit68 is not None and max(abs(pose.yaw), least_yaw) <= config.frontal_yaw
-                and disagreement(fit68, mesh68) <= config.agree_max):
+        if fit68 is not None and max(abs(pose.yaw), least_yaw) <= config.frontal_yaw:
+            agree = disagreement(fit68, mesh68)
+        if agree is not None and agree <= config.agree_max:
             points, source, pose = fit68, "fit", fit_pose(fit68)
         else:
             points, source = mesh68, "mesh"
@@ -87,7 +91,7 @@ def judge(fit68: Optional[np.ndarray], mesh68: Optional[np.ndarray], config,
         mirror = disagreement(other, points) if other is not None else float("inf")
         if mirror > config.mirror_max:
             reject = "unstable fit"
-    return Verdict(None if reject else points, source, quality, reject, pose, mirror)  # quality 0 when implausible
+    return Verdict(None if reject else points, source, quality, reject, pose, mirror, agree)  # quality 0: implausible
 
 
 def jumped(points: np.ndarray, previous: np.ndarray, limit: float) -> bool:

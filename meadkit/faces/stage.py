@@ -55,6 +55,8 @@ class FacesConfig:
     view_slack: float = field(default=15.0, metadata={"min": 0.0, "max": 90.0})  # gate, in prepare: each view's face is taken as turned at
     # least |front view's head yaw + the camera's angle| - this (degrees: the head's motion within a take), so a 60-degree view is refused
     # where the mesh misreads it as 30 (it does on 55-65 degree turns); 90: off
+    mesh_every: int = field(default=2, metadata={"min": 1})  # tracking: after a frame where dlib and the mesh agree closely (half agree_max) on a
+    # face well inside frontal_yaw, the mesh sits out up to this many - 1 frames (its vertices there: the neighbours' mean); 1: every frame
     mirror_every: int = field(default=3, metadata={"min": 1})  # gate: a mirrored check passed with room to spare vouches for up to this many
     # frames while the head holds its pose (the check is a second mesh run: half the cost of a turned view); 1: every frame
     keep_mesh: bool = True  # also write the mesh's vertices (T, 478, 3) to .faces.npz (hybrid and mesh backends)
@@ -206,6 +208,7 @@ class _Track:
         self.reject = np.zeros(T, np.uint8)
         self.landmarker = np.zeros(T, np.uint8)
         self.mesh = np.full((T, mesh_points, 3), np.nan, np.float32)
+        self.spared = np.zeros(T, bool)  # frames the mesh sat out (`Tracker._spare`)
 
     def record(self, i: int, ob) -> None:
         self.found[i] = ob.landmarks is not None
@@ -213,6 +216,7 @@ class _Track:
         self.quality[i] = ob.quality
         self.reject[i] = 1 + REJECTS.index(ob.reject) if ob.reject else 0
         self.landmarker[i] = LANDMARKERS.index(ob.source) + 1 if self.found[i] and ob.source else 0
+        self.spared[i] = ob.spared
         if ob.mesh is not None and self.mesh.shape[1] == len(ob.mesh):
             self.mesh[i] = ob.mesh
         else:
@@ -447,7 +451,7 @@ class _ViewPass:
                       transform=transform, interpolated=self.interpolated[near])
         arrays["segment"] = self.segment[near]
         if track.mesh.shape[1]:
-            arrays["mesh_crop"] = _mesh_in_crop(track.mesh[near], transform)
+            arrays["mesh_crop"] = _mesh_in_crop(_fill_spared(track.mesh, track.spared)[near], transform)
         return arrays
 
 
@@ -455,6 +459,21 @@ def _through(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Points (T, N, 2) mapped through each frame's 2x3 transform (T, 2, 3), in float64."""
     t = transform.astype(np.float64)
     return np.einsum("tij,tnj->tni", t[:, :, :2], points.astype(np.float64)) + t[:, None, :, 2]
+
+
+def _fill_spared(mesh: np.ndarray, spared: np.ndarray) -> np.ndarray:
+    """The mesh (T, N, 3) with the frames it sat out filled in: linearly between the nearest frames before and after
+    where it ran and saw the face, or as the one of them that did (the window's last frame); else left NaN."""
+    out, ran = mesh.copy(), np.flatnonzero(~spared)
+    for i in np.flatnonzero(spared):
+        k = np.searchsorted(ran, i)
+        seen = [j for j in ran[max(k - 1, 0):k + 1] if np.isfinite(mesh[j, 0, 0])]  # the frames before and after
+        if len(seen) == 2:
+            a, b = seen
+            out[i] = mesh[a] + (i - a) / (b - a) * (mesh[b] - mesh[a])
+        elif seen:
+            out[i] = mesh[seen[0]]
+    return out
 
 
 def _mesh_in_crop(mesh: np.ndarray, transform: np.ndarray) -> np.ndarray:

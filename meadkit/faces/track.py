@@ -40,13 +40,18 @@ _PATCH_DST = (TEMPLATE_68[STABLE] - [0.05, 0.0]) * (_PATCH_W / 0.9)
 # of them and lets through 3 frames a check would refuse (0.6: 49% and 1; 0.8: 61% and 4).
 _MIRROR_TRUST = 0.7
 _MIRROR_DRIFT = 6.0
+# Both landmarkers agreeing within this share of agree_max, on a face read within frontal_yaw - _MESH_MARGIN
+# degrees, let the mesh sit out the next frame(s) (`Tracker._spare`).
+_MESH_TRUST = 0.5
+_MESH_MARGIN = 6.0
 
 
 @dataclass
 class Observation:
     """One frame's raw result: accepted landmarks (68, 2) in source pixels or None, tracking confidence in [0, 1],
     whether a detector ran, the fitted shape's plausibility in [0, 1], why a fit was rejected (gate.REJECTS),
-    the mesh's vertices (N, 3) when it ran and saw a face, and which landmarker gave the points (fit / mesh)."""
+    the mesh's vertices (N, 3) when it ran and saw a face, which landmarker gave the points (fit / mesh), and
+    whether the mesh sat out the frame."""
 
     landmarks: Optional[np.ndarray]
     score: float
@@ -55,6 +60,7 @@ class Observation:
     reject: Optional[str] = None
     mesh: Optional[np.ndarray] = None
     source: Optional[str] = None
+    spared: bool = False  # the mesh sat out this frame (`Tracker._spare`)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -108,6 +114,7 @@ class Tracker:
         self.restarted = False  # the last step started the track afresh from a detection (see backtrack)
         self.start_rejects: dict[str, int] = {}  # detections the gate refused to start on, by reason
         self.vouched, self.vouched_pose = 0, None  # frames the last mirrored check still vouches for, and its pose
+        self.spared = 0  # frames the mesh may still sit out (a close agreement of both landmarkers vouches for them)
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
 
     def _stretches(self, first: float) -> list[float]:
@@ -187,34 +194,49 @@ class Tracker:
         """Fit every image in `box`, gate each fit, score it against the appearance anchor (not yet accepted).
         With a mesh, the 68-point model runs only where the gate could choose its points (the mesh's pose within
         frontal_yaw: beyond it `judge` takes the mesh's), and the mesh's mirrored fit only where the mesh's points
-        are chosen and (on a `steady` track's next frames) no recent check vouches for them (`_mirror_due`)."""
+        are chosen; on a `steady` track's next frames, a recent check may vouch for the mirrored fit
+        (`_mirror_due`) and a recent close agreement of both landmarkers for the mesh itself (`_spare`)."""
         mesher, cfg = self.backend.mesh, self.config
-        if mesher is None:
-            fits = self.backend.fit(images, box, self.stretch)
-            meshes = [None] * len(images)
-        else:
-            meshes = [mesher.fit(im, box, angle) for im in images]
+        fits = self.backend.fit(images, box, self.stretch) if mesher is None else None
         out = []
         for k, im in enumerate(images):
-            m68 = pose = None
-            if mesher is not None:
-                m68 = mesher.to68(meshes[k]) if meshes[k] is not None else None
-                pose = fit_pose(m68) if m68 is not None else None
-                near = max(abs(pose.yaw) if pose is not None else 0.0, self.least_yaw) <= cfg.frontal_yaw
-                pts, bscore = self.backend.fit([im], box, self.stretch)[0] if self.backend.fits68 and near else (None, None)
+            spared = steady and mesher is not None and self.spared > 0
+            if mesher is None:
+                mesh, m68, pose, (pts, bscore) = None, None, None, fits[k]
             else:
-                pts, bscore = fits[k]
-            v = judge(pts, m68, cfg, (lambda im=im: mesher.fit68_mirrored(im, box, angle)) if mesher else None, pose,
-                      mirror_due=not steady or self._mirror_due(pose), least_yaw=self.least_yaw)
+                mesh, m68, pose, pts, bscore = self._fit_both(im, box, angle, spared)
+            mirrored = (lambda im=im: mesher.fit68_mirrored(im, box, angle)) if mesher and not spared else None
+            v = judge(pts, m68, cfg, mirrored, pose, mirror_due=not steady or self._mirror_due(pose),
+                      least_yaw=self.least_yaw)
             if steady:
                 self._vouch(v)
+                self._spare(v, spared)
             if v.points is None:
-                out.append(Observation(None, 0.0, False, v.quality, v.reject, meshes[k], v.source))
+                out.append(Observation(None, 0.0, False, v.quality, v.reject, mesh, v.source, spared))
                 continue
             ncc = float(np.dot(upper_face_patch(im, v.points), self.anchor)) if self.anchor is not None else 1.0
             score = max(0.0, ncc) * (1.0 if bscore is None or v.source != "fit" else bscore)
-            out.append(Observation(v.points, score, False, v.quality, None, meshes[k], v.source))
+            out.append(Observation(v.points, score, False, v.quality, None, mesh, v.source, spared))
         return out
+
+    def _fit_both(self, image: np.ndarray, box: Box, angle: float, spared: bool):
+        """The mesh (unless `spared`), its 68 points and pose, and the 68-point fit where the gate could choose it:
+        (mesh, mesh68, pose, points, score)."""
+        mesh = None if spared else self.backend.mesh.fit(image, box, angle)
+        m68 = self.backend.mesh.to68(mesh) if mesh is not None else None
+        pose = fit_pose(m68) if m68 is not None else None
+        near = max(abs(pose.yaw) if pose is not None else 0.0, self.least_yaw) <= self.config.frontal_yaw
+        pts, score = self.backend.fit([image], box, self.stretch)[0] if self.backend.fits68 and near else (None, None)
+        return mesh, m68, pose, pts, score
+
+    def _spare(self, v: Verdict, spared: bool) -> None:
+        """After a frame where both landmarkers agreed closely on a face well inside frontal_yaw, the mesh may sit
+        out the next mesh_every - 1 frames (the 68-point fit, chosen there anyway, is judged alone: plausibility,
+        pose, tracking); anything else, or a spared frame's end, makes it run on the next."""
+        cfg = self.config
+        close = (not spared and v.points is not None and v.source == "fit" and v.agree is not None
+                 and v.agree <= _MESH_TRUST * cfg.agree_max and abs(v.pose.yaw) <= cfg.frontal_yaw - _MESH_MARGIN)
+        self.spared = cfg.mesh_every - 1 if close else self.spared - 1 if spared and v.points is not None else 0
 
     def _mirror_due(self, pose: Optional[PoseFit]) -> bool:
         """Whether the mesh's fit on this frame needs its mirrored check: yes, but for up to mirror_every - 1 frames
@@ -250,7 +272,7 @@ class Tracker:
         result the new anchor and track. Returns the landmarks, or None (track unchanged) when the gate
         rejects the fit: the detection was not a believable face."""
         saved = self.stretch, self.landmarks, self.anchor
-        self.stretch, self.anchor, self.vouched = stretch, None, 0
+        self.stretch, self.anchor, self.vouched, self.spared = stretch, None, 0, 0
         ob, = self._observe([image], box, 0.0)
         if ob.landmarks is not None:
             self.landmarks = ob.landmarks
@@ -304,7 +326,7 @@ class Tracker:
         for i, ob in enumerate(self._observe(images, self.track_box(), roll_angle(self.landmarks), steady=True)):
             ob = self._accept(ob, previous)
             if ob.landmarks is None:
-                self.vouched = 0
+                self.vouched = self.spared = 0
             ob.detected = detected and i == 0
             obs.append(ob)
             if ob.landmarks is not None:
