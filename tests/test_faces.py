@@ -383,3 +383,25 @@ def test_frames_the_mesh_sat_out_are_filled_between_its_neighbours():
     assert out[0].tolist() == [[1.0] * 3] * 2 and out[4].tolist() == [[3.0] * 3] * 2  # held from the one that saw it
     assert np.isnan(out[[5, 6]]).all()  # no neighbour saw the face: left without a mesh
     assert np.array_equal(out[[1, 3]], mesh[[1, 3]]) and np.isnan(mesh[2]).all()  # the input is left as it was
+
+
+def test_the_cnn_fallback_runs_only_when_asked_for_and_only_where_the_others_found_nothing():
+    """fallback_detector = "mmod" (off by default: ~2 s a call) finds the face on a real photo, and the tracker's search
+    calls it only when HOG and the second detector found nothing, at most fallback_max times a view."""
+    from meadkit.faces.backends import Backend, MmodDetector
+    from meadkit.faces.track import Tracker
+
+    assert backend_for(FacesConfig()).fallback is None
+    backend = backend_for(FacesConfig(fallback_detector="mmod"))
+    assert isinstance(backend.fallback, MmodDetector)
+    img, lm = photo()
+    (found,) = backend.fallback(img)
+    x0, y0, x1, y1 = found.box
+    assert x0 < lm[:, 0].mean() < x1 and y0 < lm[:, 1].mean() < y1
+    calls = []
+    blind = Backend(lambda image: [], fallback=lambda image: calls.append(1) or [], second=lambda image: [])
+    tracker = Tracker(blind, FacesConfig(fallback_detector="mmod", fallback_max=2, fallback_every=1))
+    for _ in range(4):
+        assert tracker.search(img) == []
+        tracker.since_fallback += 1
+    assert len(calls) == 2
