@@ -26,7 +26,7 @@ class TrainConfig:
     size: int = field(default=64, metadata={"min": 8, "max": 1024})  # crops are resized (area) from the shard size to size x size; multiple of 8
     batch_size: int = field(default=32, metadata={"min": 1})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})  # auto | cpu | cuda
-    amp: bool = False  # float16 autocast + grad scaling on CUDA, bfloat16 autocast on CPU
+    amp: bool = False  # float16 autocast + grad scaling on CUDA, bfloat16 autocast on CPU (its LSTM in float32: AVX2 CPUs have no bf16 LSTM)
     seed: int = 0
     lr_decay: bool = True  # cosine decay of every learning rate to 0 over each stage's steps
     threads: int = field(default=0, metadata={"min": 0})  # torch CPU threads; 0 = torch's default (use 1 on a busy shared machine)

@@ -69,7 +69,12 @@ class Audio2Landmark(nn.Module):
         return ShapePCA(self.pca_mean, self.pca_components)
 
     def forward(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm((mfcc - self.mfcc_mean) / self.mfcc_std)
+        x = (mfcc - self.mfcc_mean) / self.mfcc_std
+        if x.device.type == "cpu":  # oneDNN's bfloat16 LSTM needs AVX-512 (AVX2 CPUs raise): the LSTM runs in float32
+            with torch.autocast("cpu", enabled=False):
+                out, _ = self.lstm(x.float())
+        else:
+            out, _ = self.lstm(x)
         h = out[:, -1]
         if self.use_labels:
             h = torch.cat([h, F.one_hot(emotion, N_EMOTIONS).to(h.dtype), F.one_hot(level, N_LEVELS).to(h.dtype)], 1)
