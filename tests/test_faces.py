@@ -385,14 +385,14 @@ def test_frames_the_mesh_sat_out_are_filled_between_its_neighbours():
     assert np.array_equal(out[[1, 3]], mesh[[1, 3]]) and np.isnan(mesh[2]).all()  # the input is left as it was
 
 
-def test_the_cnn_fallback_runs_only_when_asked_for_and_only_where_the_others_found_nothing():
-    """fallback_detector = "mmod" (off by default: ~2 s a call) finds the face on a real photo, and the tracker's search
-    calls it only when HOG and the second detector found nothing, at most fallback_max times a view."""
+def test_the_cnn_fallback_runs_only_where_the_others_found_nothing():
+    """The CNN fallback (`fallback_detector = "mmod"`, the default; ~2 s a call) finds the face on a real photo, and the
+    tracker's search calls it only when HOG and the second detector found nothing, at most fallback_max times a view."""
     from meadkit.faces.backends import Backend, MmodDetector
     from meadkit.faces.track import Tracker
 
-    assert backend_for(FacesConfig()).fallback is None
-    backend = backend_for(FacesConfig(fallback_detector="mmod"))
+    assert backend_for(FacesConfig(fallback_detector="none")).fallback is None
+    backend = backend_for(FacesConfig())
     assert isinstance(backend.fallback, MmodDetector)
     img, lm = photo()
     (found,) = backend.fallback(img)

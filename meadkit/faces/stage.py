@@ -31,8 +31,8 @@ class FacesConfig:
     """Settings of the faces stage (the `[faces]` table of a pipeline TOML)."""
 
     backend: str = field(default="hybrid", metadata={"choices": ("hybrid", "dlib", "mesh", "fan")})  # hybrid (dlib + mediapipe mesh, gated) | dlib (frontal faces only) | mesh | fan
-    fallback_detector: str = field(default="none", metadata={"choices": ("mmod", "mediapipe", "none")})  # last-resort detector when no other finds a face while searching:
-    # none | mmod (dlib's CNN, ~2 s a call at 640 px: on the faces benchmarks' 70 clips it added no valid frame and took 25% of the time) | mediapipe
+    fallback_detector: str = field(default="mmod", metadata={"choices": ("mmod", "mediapipe", "none")})  # last-resort detector when no other finds a face while searching:
+    # mmod (dlib's CNN: ~2 s a call at 640 px, at most fallback_max a view; it finds faces the others miss at the start of some views) | mediapipe | none
     detect_every: int = field(default=15, metadata={"min": 1})  # check the track with the detector every k frames (search every k while no face)
     detect_width: int = field(default=640, metadata={"min": 32})  # frames are downscaled to this width for the search
     detect_upsample: int = field(default=0, metadata={"min": 0, "max": 3})  # HOG upsampling (finds smaller faces, ~4x slower)
