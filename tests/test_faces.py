@@ -405,3 +405,34 @@ def test_the_cnn_fallback_runs_only_where_the_others_found_nothing():
         assert tracker.search(img) == []
         tracker.since_fallback += 1
     assert len(calls) == 2
+
+
+def test_the_cnn_fallback_looks_around_a_lost_face_not_the_whole_frame():
+    """After a track is lost, the fallback (~2 s a call on a whole search image) runs on the region of the face's last
+    box and a side more each way, and what it finds there is given in the frame's pixels; with no face seen yet it
+    looks at the whole search image."""
+    from meadkit.faces.backends import Backend
+    from meadkit.faces.track import Tracker
+
+    img, lm = photo()
+    frame = np.full((1080, 1920, 3), 128, np.uint8)  # the photo in a 1080p frame, as a MEAD face is
+    frame[300:300 + img.shape[0], 700:700 + img.shape[1]] = img
+    lm = lm + [700, 300]
+    seen = []
+
+    def fallback(image):
+        seen.append(image.shape[:2])
+        return [Detection((10.0, 20.0, 50.0, 60.0), 1.0)]
+
+    blind = Backend(lambda image: [], fallback=fallback, second=lambda image: [])
+    tracker = Tracker(blind, FacesConfig(detect_width=640))
+    ((dets, _),) = tracker.search(frame)
+    assert seen[-1] == (360, 640) and dets[0].box == (30.0, 60.0, 150.0, 180.0)  # the whole search image, at scale 1/3
+    tracker.landmarks, tracker.fallback_calls, tracker.since_fallback = lm.astype(np.float32), 0, 30
+    x0, y0, x1, y1 = tracker.track_box()
+    ((dets, _),) = tracker.search(frame)
+    h, w = seen[-1]
+    side = max(x1 - x0, y1 - y0) / 3  # in search-image pixels
+    assert h * w < 0.5 * 360 * 640 and 2.9 * side <= min(h, w) <= 3.1 * side + 2
+    rx0, ry0 = dets[0].box[0] - 30.0, dets[0].box[1] - 60.0  # the region's corner, in frame pixels
+    assert rx0 <= x0 <= rx0 + 3 * side + 3 and ry0 <= y0 <= ry0 + 3 * side + 3
