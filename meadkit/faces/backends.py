@@ -34,6 +34,12 @@ FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/" + FAN_WEIGHTS
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the image's pixels
 
 
+def region(box: Box, mx: float, my: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """`box` grown by `mx` and `my` pixels on each side, in whole pixels inside a `width` x `height` image."""
+    x0, y0, x1, y1 = box
+    return max(0, int(x0 - mx)), max(0, int(y0 - my)), min(width, int(x1 + mx) + 1), min(height, int(y1 + my) + 1)
+
+
 @contextlib.contextmanager
 def native_logs_held() -> Iterator[None]:
     """While open, what native code writes straight to file descriptor 2 is held back: mediapipe's TFLite and absl
@@ -226,8 +232,7 @@ class DlibBackend(Backend):
         pad = 0.5 * max(x1 - x0, y1 - y0)
         for image in images:
             h, w = image.shape[:2]
-            rx0, ry0 = max(0, int(x0 - pad / stretch)), max(0, int(y0 - pad))
-            rx1, ry1 = min(w, int(x1 + pad / stretch) + 1), min(h, int(y1 + pad) + 1)
+            rx0, ry0, rx1, ry1 = region(box, pad / stretch, pad, w, h)
             roi = _grey(image[ry0:ry1, rx0:rx1])
             if stretch != 1.0:
                 roi = cv2.resize(roi, (round((rx1 - rx0) * stretch), ry1 - ry0), interpolation=cv2.INTER_LINEAR)

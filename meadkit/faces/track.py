@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from meadkit.faces.align import STABLE, TEMPLATE_68, box_from_landmarks, roll_angle, similarity
-from meadkit.faces.backends import Backend, Box, Detection
+from meadkit.faces.backends import Backend, Box, Detection, region
 from meadkit.faces.gate import Verdict, judge, jumped
 from meadkit.faces.model3d import PoseFit, fit_pose
 
@@ -179,10 +179,9 @@ class Tracker:
         as (region, x0, y0)."""
         if self.landmarks is None:
             return small, 0, 0
-        x0, y0, x1, y1 = (v * s for v in self.track_box())
-        side, (h, w) = max(x1 - x0, y1 - y0), small.shape[:2]
-        rx0, ry0 = max(0, int(x0 - side)), max(0, int(y0 - side))
-        rx1, ry1 = min(w, int(x1 + side) + 1), min(h, int(y1 + side) + 1)
+        box = tuple(v * s for v in self.track_box())
+        side = max(box[2] - box[0], box[3] - box[1])
+        rx0, ry0, rx1, ry1 = region(box, side, side, small.shape[1], small.shape[0])
         if rx1 - rx0 < 8 or ry1 - ry0 < 8:  # the last box left the frame: look everywhere
             return small, 0, 0
         return np.ascontiguousarray(small[ry0:ry1, rx0:rx1]), rx0, ry0
@@ -195,8 +194,7 @@ class Tracker:
         self.detector_calls += 1
         for k in self._stretches(self.stretch):
             mx, my = 0.5 * side / k, 0.5 * side
-            x0, y0 = max(0, int(box[0] - mx)), max(0, int(box[1] - my))
-            x1, y1 = min(w, int(box[2] + mx) + 1), min(h, int(box[3] + my) + 1)
+            x0, y0, x1, y1 = region(box, mx, my, w, h)
             if x1 - x0 < 8 or y1 - y0 < 8:
                 break
             scale = min(1.0, _ROI_FACE / max(side, 1.0))
