@@ -161,9 +161,9 @@ def run_prepare(
     note = check_out_of_raw(raw, out)
     if note:
         _say(note)
-    with OutputLock(out):
+    with OutputLock(out), executor.kept() as workers:  # one set of workers for the index, the takes and the shards
         try:
-            summary = _prepare_locked(raw, out, pipeline, executor, stages, reindex, shards, filters)
+            summary = _prepare_locked(raw, out, pipeline, workers, stages, reindex, shards, filters)
         except OSError as e:
             err = output_error(e, out)
             if err is None:
@@ -180,8 +180,8 @@ def _prepare_locked(raw, out: Path, pipeline: Pipeline, executor: Executor, stag
 
     summary = PrepareSummary()
     remove_orphans(out)
-    if "faces" in stages:
-        _check_face_backend(pipeline)
+    if "faces" in stages:  # before the index: a corpus's index is minutes of work
+        _check_face_backend(pipeline, executor)
     config_hash = pipeline.take_hash() + "-" + "".join(s[0] for s in stages)
     (out / "config.toml").write_text(f"# config hash {config_hash}\n" + pipeline.to_toml())
     recordings = _current_index(raw, out, pipeline, executor, reindex)
@@ -251,14 +251,23 @@ def _say(line: str) -> None:
     print(f"meadkit: {line}", file=sys.stderr)
 
 
-def _check_face_backend(pipeline: Pipeline) -> None:
-    """Fail before any work if the face backend cannot load (e.g. FAN weights absent offline)."""
-    from meadkit.faces import FaceBackendUnavailable, backend_for
+def _check_face_backend(pipeline: Pipeline, executor: Executor) -> None:
+    """Fail before any take if the face backend cannot load where the takes run (e.g. FAN weights absent offline):
+    in each local worker (which keeps it for its takes: the loads run side by side) or on the Dask cluster."""
+    from meadkit.faces import FaceBackendUnavailable
 
     try:
-        backend_for(pipeline.faces)
+        for _ in replace(executor, progress="off").map(load_face_backend, [pipeline.faces] * executor.n_jobs):
+            pass
     except FaceBackendUnavailable as e:
         raise RuntimeError(f"face backend {pipeline.faces.backend!r} unavailable: {e}") from None
+
+
+def load_face_backend(config) -> str:
+    """Load the face backend `config` names in this process, where it stays for the takes; its name."""
+    from meadkit.faces import backend_for
+
+    return backend_for(config).name
 
 
 def _shards(out: Path, pipeline: Pipeline, executor: Executor) -> str:

@@ -5,7 +5,8 @@ or in task order), drives one progress display, runs every worker single-threade
 parallelism comes from processes), and turns a task that raised, or whose worker died, into the stage's own
 crash record. Workers return small records; frames never travel.
 
-Local workers are spawned (no inherited threads or locks) and live for the whole map. Small tasks travel in
+Local workers are spawned (no inherited threads or locks) and live for the whole map, or for every map run
+inside `Executor.kept()` (a run of several stages spawns, imports and warms its workers once). Small tasks travel in
 batches. A worker that dies (segfault, out of memory) breaks the pool: the batches in flight are split into
 single tasks and run again, and a single task in flight then is rerun alone in a fresh process, so only the
 task that kills a process alone gets a crash record.
@@ -22,7 +23,7 @@ import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from meadkit.progress import PROGRESS_MODES, Progress
@@ -99,6 +100,7 @@ class Executor:
     backend: str = "local"
     scheduler: Any = None
     progress: str = "bar"
+    kept_pool: Optional["_KeptPool"] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -109,6 +111,20 @@ class Executor:
             raise ValueError(f"n_jobs must be a number of processes >= 1, not {self.n_jobs!r}")
         if self.progress not in PROGRESS_MODES:
             raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {self.progress!r}")
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator["Executor"]:
+        """This executor, with one set of local workers kept for every map run with it inside the block (closed on
+        leaving it): each worker's imports, models and warm-ups are paid once per run, not once per stage. Other
+        backends and -j 1 have nothing to keep: they get this executor as it is."""
+        if self.backend != "local" or self.n_jobs == 1 or self.kept_pool is not None:
+            yield self
+            return
+        pool = _KeptPool(self.n_jobs, held=True)
+        try:
+            yield replace(self, kept_pool=pool)
+        finally:
+            pool.close()
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any], *, on_crash: Optional[OnCrash] = None,
             label: str = "", unit: str = "tasks", ok: Optional[Callable[[Any], bool]] = None, batch: int = 1,
@@ -137,7 +153,7 @@ class Executor:
         batches = _batches(len(tasks), batch, self.n_jobs)
         if self.backend == "dask":
             return _run_dask(_Worker(fn), tasks, batches, self.scheduler, on_crash)
-        return _run_pool(_Worker(fn), tasks, batches, self.n_jobs, on_crash)
+        return _run_pool(_Worker(fn), tasks, batches, self.kept_pool or _KeptPool(self.n_jobs), on_crash)
 
 
 def _counted(pairs: Iterator[tuple[int, Any]], bar: Progress, ok: Optional[Callable[[Any], bool]]) -> Iterator[tuple[int, Any]]:
@@ -238,6 +254,26 @@ def _pool(n_jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_started)
 
 
+class _KeptPool:
+    """A local pool that outlives the round that started it: the next round (of this map or a later one) takes it
+    over, unless a worker died in it or its map stopped early; then it is shut down, and the next round spawns a
+    fresh one."""
+
+    def __init__(self, n_jobs: int, held: bool = False):
+        self.n_jobs, self.held, self._pool = n_jobs, held, None  # held: an `Executor.kept()` block closes it
+
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = _pool(self.n_jobs)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the workers (after the tasks they are running; queued ones are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 def _worker_started() -> None:
     """A pool worker's initialiser: one compute thread, and a thread that ends the worker as soon as its parent is
     gone. Without it a parent killed (kill -9, SIGTERM, an out-of-memory kill) left its spawned workers running
@@ -254,21 +290,27 @@ def _exit_with(sentinel: int) -> None:
     os._exit(1)
 
 
-def _run_pool(worker: _Worker, tasks: list, batches: list[list[int]], n_jobs: int,
+def _run_pool(worker: _Worker, tasks: list, batches: list[list[int]], kept: _KeptPool,
               on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
+    """The batches through `kept`'s pool, which is closed after unless an `Executor.kept()` block holds it."""
     queue, alone = deque(batches), deque()
-    with _workers_born_single_threaded():
-        while queue or alone:
-            if alone:  # a task in flight when a worker died: alone, so only the one that kills a process is recorded
-                yield from _run_alone(worker, tasks, alone.popleft(), on_crash)
-            else:
-                yield from _pool_round(worker, tasks, queue, alone, n_jobs, on_crash)
+    try:
+        with _workers_born_single_threaded():
+            while queue or alone:
+                if alone:  # a task in flight when a worker died: alone, so only the one that kills a process is recorded
+                    yield from _run_alone(worker, tasks, alone.popleft(), on_crash)
+                else:
+                    yield from _pool_round(worker, tasks, queue, alone, kept, on_crash)
+    finally:
+        if not kept.held:
+            kept.close()
 
 
-def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs: int,
+def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, kept: _KeptPool,
                 on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:
-    """Queued batches through one pool until none is left or a worker dies: then every batch in flight fails, a
-    batch of several is split into single tasks (queued first) and a single task goes to `alone`."""
+    """Queued batches through `kept`'s pool until none is left or a worker dies: then every batch in flight fails,
+    a batch of several is split into single tasks (queued first) and a single task goes to `alone`; the pool is
+    shut down then, and when its map stops early, and kept for the next round when every batch came back."""
 
     def retry(batch: list[int], exc: BaseException) -> bool:
         if len(batch) > 1:
@@ -279,7 +321,7 @@ def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs
             return True
         return False
 
-    pool, inflight = _pool(n_jobs), {}
+    pool, inflight, n_jobs, every_batch_back = kept.get(), {}, kept.n_jobs, False
     try:
         while queue or inflight:
             while queue and len(inflight) < 2 * n_jobs:
@@ -299,8 +341,10 @@ def _pool_round(worker: _Worker, tasks: list, queue: deque, alone: deque, n_jobs
                 yield from _finished(inflight.pop(fut), None if exc else fut.result(), exc, tasks, on_crash, retry)
             if broken:
                 return
+        every_batch_back = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not every_batch_back:
+            kept.close()
 
 
 def _run_alone(worker: _Worker, tasks: list, batch: list[int], on_crash: Optional[OnCrash]) -> Iterator[tuple[int, Any]]:

@@ -17,7 +17,6 @@ import av
 import cv2
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
-from scipy.signal import resample_poly
 
 from meadkit.corpus.names import TakeKey, is_mead_rate
 from meadkit.media.sources import Source
@@ -95,6 +94,8 @@ def _mono(x: np.ndarray) -> np.ndarray:
 
 
 def _resample(x: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    from scipy.signal import resample_poly  # here: scipy.signal's import is ~1 s that a run's parent process never needs
+
     g = math.gcd(int(sr), int(rate))
     return x if sr == rate else resample_poly(x, rate // g, int(sr) // g)
 

@@ -149,3 +149,17 @@ def test_dask_cluster_gives_the_same_manifests(tiny_corpus, prepared, tmp_path):
         run_prepare(raw, tmp_path / "d", load_pipeline(), backend="dask", scheduler=cluster.scheduler_address,
                     progress=False, stages=("sync", "features", "audio", "faces", "curation"))
     _assert_same(_manifests(prepared[2]), _manifests(tmp_path / "d"))
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_face_backend_that_cannot_load_stops_the_run_before_the_index(tiny_corpus, tmp_path, monkeypatch, jobs):
+    """The check runs where the takes will (at -j 2: in the workers, which keep the backend); the worker's error
+    comes back as the run's one line, before any file is probed."""
+    raw, _ = tiny_corpus
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["prepare", str(raw), "-o", str(out), "--quiet", "-j", jobs, "--set", "faces.backend=fan",
+                                  "--set", f"faces.weights_dir={tmp_path / 'no-weights'}"])
+    assert r.exit_code == 1 and "face backend 'fan' unavailable" in r.output and "2DFAN" in r.output, r.output
+    assert "Traceback" not in r.output
+    assert not (out / "manifests" / "recordings.parquet").exists() and not list(out.glob("state/takes/*.json"))

@@ -244,3 +244,37 @@ def test_a_worker_dying_while_the_caller_is_busy_costs_only_its_task():
         records[r["task"]] = r
     assert set(records) == set(range(12)) and "died" in records[1]["error"]
     assert all(records[t]["value"] == t * t for t in range(12) if t != 1)
+
+
+def _pid(task):
+    import time
+
+    time.sleep(0.2)  # long enough that both workers take tasks
+    return os.getpid()
+
+
+def test_a_kept_executor_runs_every_map_in_the_same_workers():
+    """Inside `kept()` a run's stages share one set of workers (spawned, imported and warmed once); without it each
+    map has its own."""
+    with TWO.kept() as workers:
+        first, second = set(workers.map(_pid, range(6))), set(workers.map(_pid, range(6)))
+        assert len(first) == 2 and second == first and os.getpid() not in first
+    assert set(TWO.map(_pid, range(6))).isdisjoint(first)  # the block's workers ended with it
+    with SERIAL.kept() as serial:  # nothing to keep at -j 1: the same executor, in this process
+        assert serial is SERIAL and set(serial.map(_pid, range(2))) == {os.getpid()}
+
+
+def test_a_kept_pool_broken_by_a_dying_worker_is_replaced_for_the_next_map():
+    with TWO.kept() as workers:
+        before = set(workers.map(_pid, range(4)))
+        records = {r["task"]: r for r in workers.map(_dies_on_two, range(7), on_crash=_crash)}
+        after = set(workers.map(_pid, range(4)))
+    assert "died" in records[2]["error"] and all(records[t]["value"] == t * t for t in range(7) if t != 2)
+    assert len(after) == 2 and after.isdisjoint(before)
+
+
+def test_a_map_stopped_early_inside_a_kept_block_leaves_the_next_map_working():
+    with TWO.kept() as workers:
+        for _ in workers.map(_pid, range(8)):
+            break  # the caller stops: the pool's workers are stopped with the map
+        assert len(list(workers.map(_square, range(6), on_crash=_crash))) == 6
