@@ -7,6 +7,7 @@ from typing import Iterator, NamedTuple, Optional
 
 import av
 import cv2
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from meadkit.media.sources import MemorySource, Source
@@ -51,11 +52,14 @@ def iter_frames(
 ) -> Iterator[Frame]:
     """Decode frames [start, start+count) of `source` in order, never holding more than one.
 
-    `pix_fmt` is 'bgr24' (OpenCV order) or 'rgb24'. A file that ends early simply yields
+    `pix_fmt` is 'bgr24' (OpenCV order), 'rgb24' or 'gray'. A file that ends early simply yields
     fewer frames; one that cannot be decoded at all raises MediaError.
-    """
+
+    One scaler converts every frame (the same pixels as `to_ndarray(format=...)`, which builds a new one per frame:
+    1.4 ms against 0.19 for a 256 px crop, most of a shard's packing time)."""
+    scaler = VideoReformatter()
     for i, t, f in _decoded(source, start, count, threads):
-        yield Frame(i, t, f.to_ndarray(format=pix_fmt))
+        yield Frame(i, t, scaler.reformat(f, format=pix_fmt).to_ndarray())
 
 
 class Planes(NamedTuple):
@@ -78,9 +82,10 @@ def iter_planes(source: Source | MemorySource, start: int = 0, count: Optional[i
 
     No colour conversion and no copy into one array: on MEAD's yuvj444p a conversion to yuv420p alone costs about
     half the decoding time."""
+    scaler = VideoReformatter()
     for i, _, f in _decoded(source, start, count, threads):
         if f.format.name not in NATIVE_PLANES:
-            f = f.reformat(format="yuv420p")
+            f = scaler.reformat(f, format="yuv420p")
         y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in f.planes)
         yield i, Planes(y, u, v, NATIVE_PLANES[f.format.name])
 
