@@ -23,7 +23,7 @@ from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
     Audio2Landmark, FaceClassifier, NeutralToEmotion, PatchDiscriminator, RefineUNet, VGG16Features, label_planes,
 )
-from meadkit.baseline.pca import MOUTH_JAW, fit_pca
+from meadkit.baseline.pca import MOUTH_JAW, fit_pca, to_units
 from meadkit.baseline.train import STAGE_CLASSES, STAGES, Context, TrainError, train
 from meadkit.config import ConfigError
 from meadkit.corpus.names import MEAD_FPS
@@ -402,3 +402,42 @@ def test_train_refuses_shards_not_made_with_the_papers_recipe(shard_set, tmp_pat
     r = CliRunner().invoke(main, ["train", str(shards), "-o", str(tmp_path / "run"), "--verify", "none"])
     assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "run").exists()
     assert r.output.count("\n") == 1 and says in r.output and "paper's recipe" in r.output, r.output
+
+
+class FacelessFrames(FaceSet):
+    """FaceSet where every fourth frame has no face: landmarks NaN and valid false, as the shards store such frames
+    (a partial clip: the face lost for a few frames)."""
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        if i % 4 == 0:
+            item["landmarks"] = torch.full_like(item["landmarks"], float("nan"))
+            item["valid"] = torch.tensor(False)
+        return item
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_frames_without_a_face_do_not_poison_training(tiny_run, tmp_path, stage):
+    """A partial clip's faceless frames (NaN landmarks) once turned the audio-to-landmarks loss NaN ~170 steps into a
+    real run, and the refinement's heatmap NaN: every loss stays finite, the weights too, and the a2l loss is the one
+    of the frames with a face alone."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ctx = Context(run, load_config(None, TINY), torch.device("cpu"), FacelessFrames(64), None, log=lambda m: None)
+    torch.manual_seed(0)
+    st = STAGE_CLASSES[stage](ctx)
+    st.prepare()
+    batch = make_batch(gather(FacelessFrames(64), list(range(16))), S, torch.device("cpu"))
+    assert batch.landmarks[~batch.valid].isnan().all() and batch.valid.sum() == 12
+    if stage == "a2l":
+        faced = make_batch(gather(FaceSet(64), [i for i in range(16) if i % 4]), S, torch.device("cpu"))
+        st.net.eval()  # no dropout: the same forward pass twice
+        with torch.no_grad():
+            want = ((st.net(faced.mfcc, faced.emotion, faced.level) - st.net.pca.encode(
+                to_units(faced.landmarks[:, MOUTH_JAW], S))) ** 2).mean().item()
+        st.net.train()
+        assert st.train_step(batch)["loss_pca"] == pytest.approx(want, rel=1e-5)
+    for _ in range(2):
+        assert all(math.isfinite(v) for v in st.train_step(batch).values())
+    assert all(torch.isfinite(p).all() for m in st.models.values() for p in m.parameters())
+    assert all(math.isfinite(v) for v in st.validate(batch).values())

@@ -16,7 +16,8 @@ from meadkit.baseline.models import FaceClassifier, VGG16Features
 
 
 def mouth_mask(mouth_px: torch.Tensor, size: int, margin: float = 0.25) -> torch.Tensor:
-    """(B, 20, 2) mouth landmarks in pixels -> (B, 1, S, S) mask of their bounding box grown by `margin`."""
+    """(B, 20, 2) mouth landmarks in pixels -> (B, 1, S, S) mask of their bounding box grown by `margin`; empty for a
+    frame without landmarks (NaN: every comparison with it is false)."""
     lo, hi = mouth_px.amin(1), mouth_px.amax(1)  # (B, 2)
     pad = (hi - lo) * margin + 1
     lo, hi = lo - pad, hi + pad

@@ -116,6 +116,7 @@ class Stage:
 
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
+        """Metrics on a validation batch, averaged over its samples (or over `_n` of them, when it says so)."""
         raise NotImplementedError
 
     def state(self, step: int) -> dict:
@@ -216,23 +217,29 @@ class A2LStage(Stage):
 
     def train_step(self, b: Batch) -> dict[str, float]:
         self.net.train()
-        target = self.net.pca.encode(to_units(b.landmarks[:, MOUTH_JAW], self.ctx.cfg.train.size))
+        v = b.valid  # frames without landmarks (NaN in the shards) do not teach the mouth, and must not touch the loss
+        target = self.net.pca.encode(to_units(b.landmarks[v][:, MOUTH_JAW], self.ctx.cfg.train.size))
         with autocast(self.ctx.device, self.amp):
             pred = self.net(b.mfcc, b.emotion, b.level)
-        w = b.valid.float()  # frames without landmarks do not teach the mouth
-        loss = (((pred.float() - target) ** 2).mean(1) * w).sum() / w.sum().clamp_min(1.0)
+        loss = ((pred.float()[v] - target) ** 2).mean() if v.any() else pred.float().sum() * 0.0
         self.optimize("a2l", loss)
         return {"loss_pca": loss.item()}
 
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
+        """Mouth errors over the frames with landmarks (`_n` of them: the average's weight); a model whose predictions
+        are NaN reads NaN, not 0."""
         self.net.eval()
         size = self.ctx.cfg.train.size
         v = b.valid
         pred = from_units(self.net.predict_shape(b.mfcc[v], b.emotion[v], b.level[v]), size)[:, MOUTH_IN_MOUTH_JAW]
-        true = b.landmarks[b.valid][:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW]
+        true = b.landmarks[v][:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW]
         mean = from_units(self.net.pca.mean_shape(), size)[MOUTH_IN_MOUTH_JAW]
-        return {"mouth_err_px": (pred - true).norm(dim=-1).mean().nan_to_num().item(), "mean_shape_err_px": (mean - true).norm(dim=-1).mean().nan_to_num().item()}
+        n = int(v.sum())
+        if not n:
+            return {"mouth_err_px": 0.0, "mean_shape_err_px": 0.0, "_n": 0}
+        return {"mouth_err_px": (pred - true).norm(dim=-1).mean().item(),
+                "mean_shape_err_px": (mean - true).norm(dim=-1).mean().item(), "_n": n}
 
 
 def make_perceptual(ctx: Context) -> L.PerceptualLoss:
@@ -376,11 +383,15 @@ def _validate(stage: Stage, ctx: Context) -> dict[str, float]:
     data = ctx.val_set
     idx = fixed_indices(len(data), ctx.cfg.train.val_samples, ctx.cfg.train.seed + 1)
     sums: dict[str, float] = {}
+    n = 0
     for i in range(0, len(idx), ctx.cfg.train.batch_size):
         chunk = idx[i : i + ctx.cfg.train.batch_size]
-        for k, v in stage.validate(ctx.batch(chunk, data)).items():
-            sums[k] = sums.get(k, 0.0) + v * len(chunk)
-    return {k: v / len(idx) for k, v in sums.items()}
+        metrics = stage.validate(ctx.batch(chunk, data))
+        w = metrics.pop("_n", len(chunk))  # a stage that scores only some samples says how many
+        n += w
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + v * w
+    return {k: v / max(n, 1) for k, v in sums.items()}
 
 
 def run_stage(name: str, ctx: Context, steps: int, resume: bool = False) -> dict[str, float]:
