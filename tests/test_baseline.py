@@ -109,6 +109,16 @@ def test_model_output_shapes():
     with_ref, alone, other = FaceClassifier(8, reference=True), FaceClassifier(8), torch.rand(2, 3, S, S) * 2 - 1
     assert not torch.equal(with_ref(x, x)[0], with_ref(x, other)[0])  # the neutral frame reaches the reference classifier
     assert torch.equal(alone(x, x)[0], alone(x, other)[0])  # and not the paper's
+    diff = FaceClassifier(8, reference="difference")
+    stack = FaceClassifier(8, reference="stack")
+    with torch.no_grad():  # the same trunk fed [frame - neutral, frame] computes what `stack` does with first-layer
+        w = diff.trunk[0][0].weight  # weights (a, b) on [frame, neutral] given (a + b, -b) on [diff, frame]
+        stack.load_state_dict(diff.state_dict())
+        stack.trunk[0][0].weight.copy_(torch.cat([w[:, :3] + w[:, 3:], -w[:, :3]], 1))
+    assert torch.allclose(diff(x, other)[0], stack(x, other)[0], atol=1e-5)
+    assert FaceClassifier(8, reference=True).reference == "stack"  # runs made before the choice: their hparams say True
+    with pytest.raises(ValueError, match="reference must be one of"):
+        FaceClassifier(8, reference="sideways")
     assert Audio2Landmark(20, 60, 3, True, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
     assert Audio2Landmark(20, 60, 3, False, 28)(torch.randn(b, 30, 28), e, lv).shape == (b, 20)
     assert NeutralToEmotion(8, 1)(x, e, lv).shape == (b, 3, S, S)
@@ -441,3 +451,15 @@ def test_frames_without_a_face_do_not_poison_training(tiny_run, tmp_path, stage)
         assert all(math.isfinite(v) for v in st.train_step(batch).values())
     assert all(torch.isfinite(p).all() for m in st.models.values() for p in m.parameters())
     assert all(math.isfinite(v) for v in st.validate(batch).values())
+
+
+def test_jitter_greys_a_fraction_of_the_pairs_alike():
+    """A frame and its neutral reference get the same draw: both grey (three equal channels) or neither."""
+    from meadkit.baseline.batch import jitter
+
+    torch.manual_seed(0)
+    x = torch.rand(2000, 6, 8, 8) * 2 - 1
+    out = jitter(x, grey=0.3)
+    grey = [(out[:, k:k + 3].std(1) < 1e-6).flatten(1).all(1) for k in (0, 3)]
+    assert torch.equal(grey[0], grey[1]) and abs(grey[0].float().mean().item() - 0.3) < 0.03
+    assert not (jitter(x)[:, :3].std(1) < 1e-6).flatten(1).all(1).any()  # grey=0: none

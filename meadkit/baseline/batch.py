@@ -45,15 +45,21 @@ def scale_landmarks(landmarks: torch.Tensor, from_size: int, to_size: int) -> to
     return from_units(to_units(landmarks, from_size), to_size)
 
 
-def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04) -> torch.Tensor:
-    """Random per-image colour gain/offset and a small shift + zoom (draws from torch's global RNG, which
-    checkpoints save): lets the classifiers generalise to unseen faces instead of memorising skin tones. Images
-    of 3k channels are k RGB images stacked (a frame and its neutral reference): all k get the same draw."""
+def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04, grey: float = 0.0) -> torch.Tensor:
+    """Random per-image colour gain/offset, a fraction `grey` of the images made greyscale (BT.601 luma), and a
+    small shift + zoom (draws from torch's global RNG, which checkpoints save): lets the classifiers generalise to
+    unseen faces instead of memorising skin tones. Images of 3k channels are k RGB images stacked (a frame and its
+    neutral reference): all k get the same draw."""
     b, k = images.shape[0], images.shape[1] // 3
     dev = images.device
     gain = (1 + colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)).repeat(1, k, 1, 1)
     offset = (colour * (torch.rand(b, 3, 1, 1, device=dev) * 2 - 1)).repeat(1, k, 1, 1)
     x = (images * gain + offset).clamp(-1, 1)
+    if grey > 0:
+        rgb = x.view(b, k, 3, *x.shape[2:])
+        luma = (rgb * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 1, 3, 1, 1)).sum(2, keepdim=True)
+        pick = (torch.rand(b, device=dev) < grey).view(b, 1, 1, 1, 1)
+        x = torch.where(pick, luma.expand_as(rgb), rgb).reshape(x.shape)
     theta = torch.zeros(b, 2, 3, device=dev)
     zoom = 1 + shift * (torch.rand(b, device=dev) * 2 - 1)
     theta[:, 0, 0] = theta[:, 1, 1] = zoom

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meadkit.baseline.config import REFERENCE_INPUTS
 from meadkit.baseline.pca import MOUTH_JAW, ShapePCA
 
 N_EMOTIONS = 8
@@ -86,31 +87,37 @@ class Audio2Landmark(nn.Module):
 
 
 class FaceClassifier(nn.Module):
-    """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads. With `reference`
-    it also sees the same actor's neutral frame (stacked as 3 more channels): it judges the expression as a change
-    from that person's neutral face rather than learning each training face (`classifiers.reference`).
+    """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads. With a
+    `reference` it also sees the same actor's neutral frame, so it judges the expression as a change from that
+    person's neutral face rather than learning each training face (`classifiers.reference`): "difference" gives it
+    the frame minus the neutral frame and the frame (6 channels), "stack" the two frames, "none" the frame alone
+    (the paper's). True and False are "stack" and "none" (the hyperparameters of runs made before the choice).
 
     `features(x, neutral)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
     weights are given.
     """
 
-    def __init__(self, width: int = 16, reference: bool = False):
+    def __init__(self, width: int = 16, reference: str | bool = "none"):
         super().__init__()
         w = width
-        self.reference = reference
+        self.reference = {True: "stack", False: "none"}.get(reference, reference)
+        if self.reference not in REFERENCE_INPUTS:
+            raise ValueError(f"reference must be one of {REFERENCE_INPUTS}, not {reference!r}")
         self.trunk = nn.ModuleList(
-            [_conv_block(6 if reference else 3, w, 3, 2), _conv_block(w, 2 * w, 3, 2), _conv_block(2 * w, 4 * w, 3, 2),
-             _conv_block(4 * w, 4 * w, 3, 2)]
+            [_conv_block(3 if self.reference == "none" else 6, w, 3, 2), _conv_block(w, 2 * w, 3, 2),
+             _conv_block(2 * w, 4 * w, 3, 2), _conv_block(4 * w, 4 * w, 3, 2)]
         )
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.emotion = nn.Linear(4 * w * 16, N_EMOTIONS)
         self.level = nn.Linear(4 * w * 16, N_LEVELS)
 
     def features(self, x: torch.Tensor, neutral: torch.Tensor) -> list[torch.Tensor]:
-        """The trunk's activations on faces `x` (B, 3, S, S) and their actors' neutral frames (read with
+        """The trunk's activations on faces `x` (B, 3, S, S) and their actors' neutral frames (read with a
         `reference` only)."""
-        if self.reference:
+        if self.reference == "stack":
             x = torch.cat([x, neutral], 1)
+        elif self.reference == "difference":
+            x = torch.cat([x - neutral, x], 1)
         feats = []
         for block in self.trunk:
             x = block(x)

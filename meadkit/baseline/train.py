@@ -163,7 +163,7 @@ class ClassifierStage(Stage):
     def train_step(self, b: Batch) -> dict[str, float]:
         self.net.train()
         x = torch.cat([b.frame, b.neutral], 1)  # one colour and shift draw for a frame and its neutral reference
-        x = jitter(x) if self.ctx.cfg.classifiers.augment else x
+        x = jitter(x, grey=self.ctx.cfg.classifiers.grey) if self.ctx.cfg.classifiers.augment else x
         with autocast(self.ctx.device, self.amp):
             e, lv = self.net(x[:, :3], x[:, 3:])
         loss_e = F.cross_entropy(e.float(), b.emotion, weight=self.weights["emotion"])
