@@ -170,7 +170,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for k in ("eval.emotion_accuracy_real", "eval.emotion_accuracy_generated", "eval.intensity_accuracy_real",
-              "eval.a2l_error_reduction", "times_s.train_s"):
+              "eval.a2l_error_reduction", "eval.a2l_error_reduction_vs_neutral_frame", "times_s.train_s"):
         print(f"{k}: {summary[k]['mean']:.4g} ({summary[k]['min']:.4g}-{summary[k]['max']:.4g})")
     for k, v in summary.items():
         if ".emotion_accuracy_real_per_emotion." in k:

@@ -151,7 +151,8 @@ class ShardDataset(Dataset):
     context) of the clip, zero beyond its edges), `landmarks`
     (68,2) f32 in frame pixels, `valid` and `padded` bool, and int64 `emotion` (paper order), `level`
     (0-based), `actor` (index into `vocab['actors']`), `view` (index into VIEWS). `neutral` is a frame of a
-    neutral clip of the same actor and view, fixed per sample by `seed`. `__getitems__` gathers a whole
+    neutral clip of the same actor and view, fixed per sample by `seed`, and `neutral_landmarks` (68,2) its
+    landmarks (NaN where that frame has no face). `__getitems__` gathers a whole
     batch at once (what DataLoader calls); memory maps open lazily once per worker process. Load with
     `make_loader` (batched collation, reusable shared-memory batch slots).
     """
@@ -295,6 +296,7 @@ class ShardDataset(Dataset):
             "neutral": ((b, 3, s, s), torch.uint8),
             **{key: ((b, *shape), torch.float32) for key, shape in self.window_shapes.items()},
             "landmarks": ((b, 68, 2), torch.float32),
+            "neutral_landmarks": ((b, 68, 2), torch.float32),
             "valid": ((b,), torch.bool),
             "padded": ((b,), torch.bool),
             **{k: ((b,), torch.int64) for k in self._c_labels},
@@ -315,7 +317,9 @@ class ShardDataset(Dataset):
                                                              frame.tolist(), c_start.tolist(), c_end.tolist())):
             m = self._maps.get(sh) or self._open(sh)
             o["frame"][j] = m["frames"][p]
-            o["neutral"][j] = (self._maps.get(nsh) or self._open(nsh))["frames"][npos]
+            nm = self._maps.get(nsh) or self._open(nsh)
+            o["neutral"][j] = nm["frames"][npos]
+            o["neutral_landmarks"][j] = nm["landmarks"][npos] if nm["valid"][npos] else np.nan
             o["landmarks"][j] = m["landmarks"][p]
             for name, key in self._keys.items():
                 feature_window(m[name][a:e], f, self.window_shapes[key][0], out=o[key][j])

@@ -37,13 +37,14 @@ def pipeline_settings(source: Path | str) -> tuple[FacesConfig, FeaturesConfig]:
     return pipeline.faces, pipeline.features
 
 
-def align_face(image_bgr: np.ndarray, faces_config: Optional[FacesConfig] = None) -> np.ndarray:
-    """The aligned RGB face crop of a photo, as the faces stage crops training frames."""
+def align_face(image_bgr: np.ndarray, faces_config: Optional[FacesConfig] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned RGB face crop of a photo, as the faces stage crops training frames, and its (68, 2) landmarks in
+    crop pixels."""
     try:
-        crop, _, _, _ = align_image(image_bgr, faces_config or FacesConfig())
+        crop, landmarks, _, _ = align_image(image_bgr, faces_config or FacesConfig())
     except NoFaceError as e:
         raise InputError(str(e)) from None
-    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), landmarks
 
 
 def speech_windows(audio_path: Path | str, fps: Fraction, config: Optional[FeaturesConfig] = None) -> tuple[np.ndarray, int, np.ndarray]:

@@ -23,7 +23,7 @@ from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
     Audio2Landmark, FaceClassifier, NeutralToEmotion, PatchDiscriminator, RefineUNet, VGG16Features, label_planes,
 )
-from meadkit.baseline.pca import MOUTH_JAW, fit_pca, to_units
+from meadkit.baseline.pca import MOUTH_IN_MOUTH_JAW, MOUTH_JAW, fit_pca, to_units
 from meadkit.baseline.train import STAGE_CLASSES, STAGES, Context, TrainError, train
 from meadkit.config import ConfigError
 from meadkit.corpus.names import MEAD_FPS
@@ -80,6 +80,7 @@ class FaceSet(torch.utils.data.Dataset):
         opening = 1 / (1 + math.exp(-2 * float(mfcc[15, 0])))
         return {"frame": torch.from_numpy(self.image(e, lv, a, opening)), "neutral": torch.from_numpy(self.image(7, 0, a, 0.0)),
                 "mfcc": torch.from_numpy(mfcc), "landmarks": torch.from_numpy(_mouth_landmarks(opening)),
+                "neutral_landmarks": torch.from_numpy(_mouth_landmarks(0.0)),
                 "emotion": torch.tensor(e), "level": torch.tensor(lv), "valid": torch.tensor(True)}
 
 
@@ -139,6 +140,77 @@ def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():
     mask = L.mouth_mask(mouth, S)[0, 0]
     ys, xs = mouth[0, :, 1].round().long(), mouth[0, :, 0].round().long()
     assert mask[ys, xs].eq(1).all() and mask[0, 0] == 0 and 0 < mask.mean() < 0.5
+
+
+class OwnMouths(FaceSet):
+    """FaceSet with one mouth per actor: each of `actors` actors has its mouth and jaw shifted and widened its own way,
+    in its neutral frame and while it speaks (what identity does to a real corpus's landmarks)."""
+
+    def __init__(self, n: int, actors: range, seed: int = 0):
+        super().__init__(n, seed)
+        g = np.random.default_rng(seed + 100)
+        self.actor_of = g.choice(np.asarray(actors), n)
+        self.shift = {a: np.random.default_rng(a).uniform(-3, 3, 2).astype(np.float32) for a in actors}
+        self.width = {a: np.float32(np.random.default_rng(a + 1000).uniform(0.85, 1.15)) for a in actors}
+
+    def _own(self, pts: torch.Tensor, a: int) -> torch.Tensor:
+        out = pts.clone()
+        centre = out[MOUTH_JAW].mean(0)
+        out[MOUTH_JAW, 0] = (out[MOUTH_JAW, 0] - centre[0]) * self.width[a] + centre[0]
+        out[MOUTH_JAW] += torch.from_numpy(self.shift[a])
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        item, a = super().__getitem__(i), int(self.actor_of[i])
+        item["landmarks"], item["neutral_landmarks"] = self._own(item["landmarks"], a), self._own(item["neutral_landmarks"], a)
+        return item
+
+
+def test_a2l_anchored_on_the_neutral_mouth_keeps_an_unseen_face_s_own_mouth(tmp_path):
+    """Trained on 12 actors, tested on 6 others: starting from each face's neutral mouth (`a2l.anchor = "neutral"`)
+    the mouth error is well under the paper's mean-shape start, which cannot know a new face's mouth."""
+    train_set, test_set = OwnMouths(256, range(12)), OwnMouths(128, range(12, 18), seed=5)
+    err = {}
+    for anchor in ("neutral", "none"):
+        run = tmp_path / anchor
+        train(run, load_config(None, [*TINY, f"a2l.anchor='{anchor}'", "a2l.steps=150", "a2l.lr=3e-3"]), train_set,
+              None, stages=["a2l"], log=lambda m: None)
+        net = load_checkpoint(stage_path(run, "a2l"))
+        a2l = Audio2Landmark(**net["hparams"], n_mfcc=28)
+        a2l.load_state_dict(net["models"]["a2l"])
+        b = make_batch(gather(test_set, list(range(len(test_set)))), S, torch.device("cpu"))
+        with torch.no_grad():
+            pred = a2l.predict_shape(b.mfcc, b.emotion, b.level, to_units(b.neutral_landmarks[:, MOUTH_JAW], S)) * S - 0.5
+        err[anchor] = (pred - b.landmarks[:, MOUTH_JAW]).norm(dim=-1).mean().item()
+    assert err["neutral"] < 0.5 * err["none"], err
+
+
+def test_a2l_anchor_keeps_a_new_face_whole_and_falls_back_to_the_mean_shape():
+    """Anchored, the PCA holds the changes from a neutral mouth, so a face none of the training faces resembles comes
+    out whole (a PCA of the training faces' shapes could not hold it); a neutral frame without a face (NaN) or no
+    anchor at all starts from the mean shape."""
+    opening = [torch.from_numpy(_mouth_landmarks(o))[MOUTH_JAW] / S for o in np.linspace(0, 1, 10)]
+    shifts = [torch.tensor([0.0, 0.0]), torch.tensor([0.02, 0.01]), torch.tensor([-0.01, 0.02])]
+    shapes = torch.stack([o + d for d in shifts for o in opening])
+    anchors = torch.stack([opening[0] + d for d in shifts for _ in opening])
+    net = Audio2Landmark(6, 16, 1, True, 28, anchor="neutral")
+    net.set_mean_shape(shapes.flatten(1).mean(0))
+    net.set_statistics(fit_pca(shapes - net.start(anchors, len(shapes)), 6), torch.zeros(28), torch.ones(28),
+                       torch.zeros(8, 3, 2 * len(MOUTH_JAW)))
+    new_face = torch.tensor([0.12, -0.09])  # far from the three training faces
+    want, neutral = opening[7] + new_face, opening[0] + new_face
+    torch.nn.init.zeros_(net.head.weight)
+    with torch.no_grad():
+        net.head.bias.copy_(net.target(want[None], neutral[None])[0])
+    e, lv, mfcc = torch.tensor([1, 2]), torch.tensor([0, 2]), torch.randn(2, 30, 28)
+    out = net.predict_shape(mfcc, e, lv, torch.stack([neutral, torch.full_like(neutral, float("nan"))]))
+    torch.testing.assert_close(out[0], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], net.mean_shape() + want - neutral, atol=1e-5, rtol=0)
+    torch.testing.assert_close(net.predict_shape(mfcc, e, lv)[0], out[1], atol=1e-6, rtol=0)
+    paper = Audio2Landmark(6, 16, 1, True, 28)  # runs made before the choice: no anchor in their hparams
+    assert paper.anchor == "none" and "shape_mean" not in paper.state_dict()
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        Audio2Landmark(6, 16, 1, True, 28, anchor="chin")
 
 
 def test_pca_round_trip_and_rank():
@@ -299,6 +371,9 @@ def test_evaluate_reports_every_class_and_its_confusions(tiny_run):
         assert m["emotion_accuracy_real_per_level"][f"level_{lv + 1}"] == pytest.approx(np.mean(pe[sel] == true_e[sel]))
     assert np.array(m["emotion_confusion_generated"]["matrix"]).sum() == 20
     assert m["a2l_mouth_error_px"] > 0 and m["mean_shape_mouth_error_px"] > 0 and m["psnr_db"] > 0
+    mouth = [MOUTH_JAW[k] for k in MOUTH_IN_MOUTH_JAW]  # the neutral frame's own mouth, as a prediction of the frame's
+    own = (b.neutral_landmarks[:, mouth] - b.landmarks[:, mouth]).norm(dim=-1).mean(1).mean().item()
+    assert m["neutral_frame_mouth_error_px"] == pytest.approx(own) and m["a2l_anchor"] == "neutral"
 
 
 def test_class_weights_balance_the_frames_of_each_class():
@@ -330,8 +405,14 @@ def test_same_seed_same_threads_same_checkpoints_and_figures(tiny_run, tmp_path)
 
 
 @pytest.mark.slow
-def test_generate_writes_a_playable_mp4_with_audio_of_the_right_length(tiny_run, tmp_path):
+def test_generate_writes_a_playable_mp4_with_audio_of_the_right_length(tiny_run, tmp_path, monkeypatch):
+    """... and a2l starts every frame's mouth from the photo's own landmarks."""
+    from meadkit.baseline.inference import TrainedBaseline
+    from meadkit.inputs import align_face
+
     skimage_data = pytest.importorskip("skimage.data")
+    anchors, mouth_jaw = [], TrainedBaseline.mouth_jaw
+    monkeypatch.setattr(TrainedBaseline, "mouth_jaw", lambda self, *a: anchors.append(a[3]) or mouth_jaw(self, *a))
     face = tmp_path / "astronaut.png"
     cv2.imwrite(str(face), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
     sr, seconds = 48000, 1.3
@@ -351,6 +432,9 @@ def test_generate_writes_a_playable_mp4_with_audio_of_the_right_length(tiny_run,
     assert len(frames) == round(seconds * MEAD_FPS)
     assert abs(len(frames) / float(MEAD_FPS) - seconds) < 1 / float(MEAD_FPS)
     assert frames[0].image.std() > 1  # a face, not a blank frame
+    crop, landmarks = align_face(cv2.imread(str(face)))
+    want = (torch.from_numpy(landmarks) + 0.5) * S / crop.shape[1] - 0.5
+    assert sum(map(len, anchors)) == len(frames) and all(torch.allclose(a, want.expand_as(a)) for a in anchors)
     bad = CliRunner().invoke(main, ["generate", str(tiny_run), "--image", str(face), "--audio", str(tmp_path / "speech.wav"),
                                     "--emotion", "bored", "-o", str(tmp_path / "x.mp4")])
     assert bad.exit_code != 0 and "unknown emotion" in bad.output and not (tmp_path / "x.mp4").exists()
@@ -416,13 +500,15 @@ def test_train_refuses_shards_not_made_with_the_papers_recipe(shard_set, tmp_pat
 
 class FacelessFrames(FaceSet):
     """FaceSet where every fourth frame has no face: landmarks NaN and valid false, as the shards store such frames
-    (a partial clip: the face lost for a few frames)."""
+    (a partial clip: the face lost for a few frames); another fourth has a neutral reference frame without one."""
 
     def __getitem__(self, i: int) -> dict:
         item = super().__getitem__(i)
         if i % 4 == 0:
             item["landmarks"] = torch.full_like(item["landmarks"], float("nan"))
             item["valid"] = torch.tensor(False)
+        if i % 4 == 1:  # and a neutral reference frame without one
+            item["neutral_landmarks"] = torch.full_like(item["neutral_landmarks"], float("nan"))
         return item
 
 
@@ -440,11 +526,12 @@ def test_frames_without_a_face_do_not_poison_training(tiny_run, tmp_path, stage)
     batch = make_batch(gather(FacelessFrames(64), list(range(16))), S, torch.device("cpu"))
     assert batch.landmarks[~batch.valid].isnan().all() and batch.valid.sum() == 12
     if stage == "a2l":
-        faced = make_batch(gather(FaceSet(64), [i for i in range(16) if i % 4]), S, torch.device("cpu"))
+        faced = make_batch(gather(FacelessFrames(64), [i for i in range(16) if i % 4]), S, torch.device("cpu"))
         st.net.eval()  # no dropout: the same forward pass twice
         with torch.no_grad():
-            want = ((st.net(faced.mfcc, faced.emotion, faced.level) - st.net.pca.encode(
-                to_units(faced.landmarks[:, MOUTH_JAW], S))) ** 2).mean().item()
+            anchor = to_units(faced.neutral_landmarks[:, MOUTH_JAW], S)
+            want = ((st.net(faced.mfcc, faced.emotion, faced.level) - st.net.target(
+                to_units(faced.landmarks[:, MOUTH_JAW], S), anchor)) ** 2).mean().item()
         st.net.train()
         assert st.train_step(batch)["loss_pca"] == pytest.approx(want, rel=1e-5)
     for _ in range(2):

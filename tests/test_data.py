@@ -20,6 +20,11 @@ from fakes import SIZE, expected_clip
 MFCC_CONTEXT = FeaturesConfig().context
 
 
+def _same(a: torch.Tensor, b: torch.Tensor, key: str) -> None:
+    """Equal values, dtype and shape, NaN equal to NaN (a neutral frame without a face has NaN landmarks)."""
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
 def _window(mfcc: np.ndarray, i: int) -> np.ndarray:
     """The paper's window written out independently: pad 15 zero rows on each side, take rows [i, i+30)."""
     padded = np.concatenate([np.zeros((15, 28), np.float32), mfcc, np.zeros((15, 28), np.float32)])
@@ -56,7 +61,7 @@ def test_every_sample_equals_the_prepared_clip_outputs(shard_set, expected):
         assert one["mfcc"].shape == (MFCC_CONTEXT, 28) and one["mfcc"].dtype == torch.float32
         assert one["emotion"].dtype == torch.int64 and one["emotion"].shape == ()
         for k, v in one.items():
-            assert torch.equal(v, batch[k][i]), k
+            _same(v, batch[k][i], k)
     with pytest.raises(IndexError):
         ds[len(ds)]
 
@@ -69,20 +74,23 @@ def test_neutral_is_a_frame_of_a_neutral_clip_of_the_same_split_actor_and_view(s
     lacking = [r.getMessage() for r in caplog.records if "no neutral clip" in r.getMessage()]
     assert len(lacking) == 1 and "3 split/actor/view group(s)" in lacking[0]
     assert all(g in lacking[0] for g in ("test/M003/front", "train/W009/front", "train/W009/left_30"))
-    neutral = {(r["split"], r["actor"], r["view"]): e["frames"] for r, e in expected.values() if r["emotion"] == "neutral"}
+    neutral = {(r["split"], r["actor"], r["view"]): e for r, e in expected.values() if r["emotion"] == "neutral"}
     batch = ds.batch(list(range(len(ds))))
     seen, picked = 0, set()
     for _, clip in ds.clips.iterrows():
         row, exp = expected[(clip["take_id"], clip["view"])]
         for f in range(row["n_frames"]):
-            got = batch["neutral"][seen + f].numpy()
-            pool = neutral.get((row["split"], row["actor"], row["view"]))
-            if pool is None:  # no neutral clip in this group: the first frame of the sample's own clip
+            got, got_lm = batch["neutral"][seen + f].numpy(), batch["neutral_landmarks"][seen + f].numpy()
+            group = (row["split"], row["actor"], row["view"])
+            if group not in neutral:  # no neutral clip in this group: the first frame of the sample's own clip
                 np.testing.assert_array_equal(got, exp["frames"][0])
-            else:
-                k = [m for m in range(len(pool)) if np.array_equal(pool[m], got)]
-                assert k, f"neutral of {row['take_id']}/{row['view']} frame {f} is not a frame of its neutral clip"
-                picked.add((row["actor"], row["view"], k[0]))
+            pool = neutral.get(group, exp)
+            k = [m for m in range(len(pool["frames"])) if np.array_equal(pool["frames"][m], got)]
+            assert k, f"neutral of {row['take_id']}/{row['view']} frame {f} is not a frame of its neutral clip"
+            picked.add((row["actor"], row["view"], k[0]))
+            # and its landmarks are that frame's (NaN where it has no face)
+            assert any(np.array_equal(got_lm, pool["landmarks"][m] if pool["valid"][m] else np.full((68, 2), np.nan),
+                                      equal_nan=True) for m in k)
         seen += row["n_frames"]
     assert len(picked) > 10  # references are spread over the neutral clip, not one fixed frame
     again = ShardDataset(shard_set, seed=3).batch(list(range(len(ds))))["neutral"]
@@ -124,7 +132,7 @@ def test_dataloader_with_two_workers_matches_in_process_reads(shard_set):
     ref = ds.batch(list(range(len(ds))))
     got = _all_batches(make_loader(ds, batch_size=16, shuffle=False, num_workers=2))
     for k in ref:
-        assert torch.equal(got[k], ref[k]), k
+        _same(got[k], ref[k], k)
     order = lambda: torch.cat([b["mfcc"][:, 15, 0] for b in make_loader(ds, batch_size=16, num_workers=2, seed=5)])  # noqa: E731
     first = order()
     assert torch.equal(first, order()) and not torch.equal(first, ref["mfcc"][:, 15, 0])
@@ -143,7 +151,7 @@ def test_the_plain_torch_dataloader_gives_make_loaders_batches(shard_set, worker
     for a, b in zip(plain, fast):
         assert a.keys() == b.keys()
         for k in a:
-            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+            _same(a[k], b[k], k)
 
 
 def test_loader_batches_are_private_copies_across_abandoned_and_repeated_epochs(shard_set):
@@ -156,16 +164,16 @@ def test_loader_batches_are_private_copies_across_abandoned_and_repeated_epochs(
     for _ in range(2):
         got = _all_batches(dl)  # every batch of the epoch held at once: none may alias a reused slot
         for k in ref:
-            assert torch.equal(got[k], ref[k]), k
+            _same(got[k], ref[k], k)
     for j, b in enumerate(dl):  # batches dropped as we go: slots are reused
         for k in ref:
-            assert torch.equal(b[k], ref[k][8 * j : 8 * j + 8]), k
+            _same(b[k], ref[k][8 * j : 8 * j + 8], k)
     del b, got
     assert not dl.dataset._ring._held  # every slot was freed when its batch died
     plain = DataLoader(ds, batch_size=16, num_workers=2, collate_fn=collate_batch)  # fresh shared memory per batch
     got = _all_batches(plain)
     for k in ref:
-        assert torch.equal(got[k], ref[k]), k
+        _same(got[k], ref[k], k)
 
 
 @pytest.mark.slow
@@ -174,7 +182,7 @@ def test_dataloader_with_spawned_workers(shard_set):
     ref = ds.batch(list(range(len(ds))))
     got = _all_batches(make_loader(ds, batch_size=32, shuffle=False, num_workers=2, multiprocessing_context="spawn"))
     for k in ref:
-        assert torch.equal(got[k], ref[k]), k
+        _same(got[k], ref[k], k)
 
 
 def test_balanced_sampler_evens_out_emotions(shard_set):

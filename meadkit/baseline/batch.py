@@ -21,6 +21,7 @@ class Batch:
     neutral: torch.Tensor  # (B, 3, S, S)
     mfcc: torch.Tensor  # (B, context, n_mfcc): 30 x 28
     landmarks: torch.Tensor  # (B, 68, 2)
+    neutral_landmarks: torch.Tensor  # (B, 68, 2) of the neutral frame; NaN where it has no face (or the data lacks them)
     emotion: torch.Tensor  # (B,) int64
     level: torch.Tensor  # (B,) int64
     valid: torch.Tensor  # (B,) bool: landmarks were found in this frame
@@ -81,11 +82,14 @@ def make_batch(samples: dict[str, torch.Tensor], size: int, device: torch.device
     src = samples["frame"].shape[-1]
     n = samples["frame"].shape[0]
     valid = samples.get("valid")
+    neutral_lm = samples.get("neutral_landmarks")
+    neutral_lm = torch.full((n, 68, 2), float("nan")) if neutral_lm is None else neutral_lm.float()
     return Batch(
         frame=to_images(samples["frame"], size).to(device),
         neutral=to_images(samples["neutral"], size).to(device),
         mfcc=samples["mfcc"].float().to(device),
         landmarks=scale_landmarks(samples["landmarks"].float(), src, size).to(device),
+        neutral_landmarks=scale_landmarks(neutral_lm, src, size).to(device),
         emotion=samples["emotion"].long().to(device),
         level=samples["level"].long().to(device),
         valid=(torch.ones(n, dtype=torch.bool) if valid is None else valid.bool()).to(device),

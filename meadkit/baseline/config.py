@@ -20,6 +20,8 @@ from meadkit.config import PIPELINES_DIR, load_tables
 
 #: What the classifiers see beside the frame (`classifiers.reference`; see ClassifierConfig).
 REFERENCE_INPUTS = ("difference", "stack", "none")
+#: Where the audio-to-landmarks network starts the mouth from (`a2l.anchor`; see A2LConfig).
+A2L_ANCHORS = ("neutral", "none")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class A2LConfig:
     #: Also feed the emotion/intensity one-hots to the linear layer (the static mouth shape of an emotion is
     #: not in the audio); false = the paper's audio-only network.
     use_labels: bool = True
+    #: "neutral": also see the mouth+jaw landmarks of the actor's neutral frame (the one n2e starts from; generate
+    #: fits them on the photo) and predict the change from them; "none": the corpus mean shape only (the paper's).
+    anchor: str = field(default="neutral", metadata={"choices": A2L_ANCHORS})
     fit_samples: int = field(default=4000, metadata={"min": 1})  # training samples used to fit the PCA and the MFCC normalisation
 
 

@@ -4,8 +4,9 @@
   (rows: the true class, columns: the predicted one), so a class that fails does not hide in an average;
 - the same classifiers on frames generated for the same labels from the actor's neutral frame and the
   sample's audio (the paper's real-vs-generated check: 86.29% vs 86.26%);
-- audio-to-landmark mouth error against a mean-shape baseline (the training PCA mean), and against the
-  training mean shape of the sample's (emotion, level) — the stronger baseline when a2l sees the labels;
+- audio-to-landmark mouth error against a mean-shape baseline (the training PCA mean), against the training mean
+  shape of the sample's (emotion, level) — the stronger baseline when a2l sees the labels — and against the mouth of
+  the actor's neutral frame itself (where a2l with `anchor="neutral"` starts from: it must beat it too);
 - PSNR / SSIM of generated vs real frames.
 """
 from __future__ import annotations
@@ -61,7 +62,8 @@ class _Tally:
         self.real_l, self.gen_l = _Confusion(N_LEVELS), _Confusion(N_LEVELS)
         self.real_e_at = [_Confusion(N_EMOTIONS) for _ in range(N_LEVELS)]  # emotion accuracy at each level
         self.err, self.base_err, self.label_err, self.n_lm, self.psnr, self.ssim = 0.0, 0.0, 0.0, 0, [], []
-        self.mean_px = from_units(model.a2l.pca.mean_shape(), model.size)[MOUTH_IN_MOUTH_JAW]
+        self.neutral_err, self.n_neutral = 0.0, 0  # over the frames whose neutral frame has landmarks too
+        self.mean_px = from_units(model.a2l.mean_shape(), model.size)[MOUTH_IN_MOUTH_JAW]
         self.label_px = from_units(model.a2l.label_mean_shapes.view(N_EMOTIONS, N_LEVELS, -1, 2), model.size)[:, :, MOUTH_IN_MOUTH_JAW]
 
     def add(self, b: Batch) -> None:
@@ -72,7 +74,7 @@ class _Tally:
         self.real_l.add(pl, b.level)
         for level, acc in enumerate(self.real_e_at):
             acc.add(pe[b.level == level], b.emotion[b.level == level])
-        mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level)
+        mouth_jaw = model.mouth_jaw(b.mfcc, b.emotion, b.level, b.neutral_landmarks)
         gen = model.render(model.transform(b.neutral, b.emotion, b.level), mouth_jaw)
         ge, gl = model.classify(gen, b.neutral)
         self.gen_e.add(ge, b.emotion)
@@ -83,6 +85,10 @@ class _Tally:
         self.base_err += (self.mean_px - true).norm(dim=-1).mean(1).sum().item()
         self.label_err += (self.label_px[b.emotion[v], b.level[v]] - true).norm(dim=-1).mean(1).sum().item()
         self.n_lm += int(b.valid.sum())
+        both = torch.isfinite(b.neutral_landmarks).flatten(1).all(1)[v]
+        own = b.neutral_landmarks[:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW][v][both]
+        self.neutral_err += (own - true[both]).norm(dim=-1).mean(1).sum().item()
+        self.n_neutral += int(both.sum())
         for g, r in zip(to_uint8(gen).permute(0, 2, 3, 1).cpu().numpy(), to_uint8(b.frame).permute(0, 2, 3, 1).cpu().numpy()):
             self.psnr.append(peak_signal_noise_ratio(r, g, data_range=255))
             self.ssim.append(structural_similarity(r, g, channel_axis=-1, data_range=255))
@@ -112,6 +118,9 @@ class _Tally:
             "a2l_error_reduction": 1 - mouth_err / mean_err if mean_err else None,
             "a2l_uses_labels": model.a2l.use_labels,
             "label_mean_shape_mouth_error_px": self.label_err / max(self.n_lm, 1),
+            "a2l_anchor": model.a2l.anchor,
+            "neutral_frame_mouth_error_px": self.neutral_err / self.n_neutral if self.n_neutral else None,
+            "a2l_error_reduction_vs_neutral_frame": 1 - mouth_err * self.n_neutral / self.neutral_err if self.neutral_err else None,
             "a2l_mouth_error_frac_of_crop": mouth_err / model.size,
             "n_landmark_frames": self.n_lm,
             "psnr_db": float(np.mean(self.psnr)),

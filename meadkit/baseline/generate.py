@@ -1,7 +1,8 @@
 """Generate an emotional talking-face video from one face photo and a speech recording with a trained run.
 
 The face is aligned like the training crops, turned into the requested emotion and intensity once
-(n2e), then each video frame gets its mouth from the audio (a2l -> heatmap -> refine). Frames are
+(n2e), then each video frame gets its mouth from the audio and the photo's own mouth+jaw landmarks
+(a2l -> heatmap -> refine). Frames are
 written at MEAD_FPS with the input audio muxed in, so the video lasts as long as the speech.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from meadkit.atomic import atomic_path
-from meadkit.baseline.batch import to_images, to_uint8
+from meadkit.baseline.batch import scale_landmarks, to_images, to_uint8
 from meadkit.baseline.inference import load_run, resolve_device
 from meadkit.corpus.names import MEAD_FPS, PAPER_EMOTIONS
 from meadkit.inputs import align_face, speech_windows
@@ -76,8 +77,9 @@ def generate(
         level = 1  # MEAD records neutral at level 1 only, so the networks know no other
     dev = resolve_device(device)
     model = load_run(run_dir, dev)
-    crop = align_face(image_bgr, faces_config)
+    crop, landmarks = align_face(image_bgr, faces_config)
     neutral = to_images(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None], model.size).to(dev)
+    neutral_lm = scale_landmarks(torch.from_numpy(landmarks)[None], crop.shape[1], model.size).to(dev)
     samples, sr, windows = speech_windows(audio_path, MEAD_FPS, features_config)
     windows, n_frames, duration = torch.from_numpy(windows), len(windows), len(samples) / sr
     size = out_size or model.size
@@ -87,7 +89,7 @@ def generate(
     with atomic_path(out_path) as tmp, VideoWriter(str(tmp), MEAD_FPS, size, size, pix_fmt="rgb24", audio=(samples, sr)) as writer:
         for i in range(0, n_frames, CHUNK):
             w = windows[i : i + CHUNK].to(dev)
-            mouth_jaw = model.mouth_jaw(w, emotion_t.expand(len(w)), level_t.expand(len(w)))
+            mouth_jaw = model.mouth_jaw(w, emotion_t.expand(len(w)), level_t.expand(len(w)), neutral_lm.expand(len(w), -1, -1))
             frames = to_uint8(model.render(coarse.expand(len(w), -1, -1, -1), mouth_jaw)).permute(0, 2, 3, 1).cpu().numpy()
             for f in frames:
                 writer.write(f if f.shape[0] == size else cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC))

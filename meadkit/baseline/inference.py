@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from meadkit.baseline.checkpoint import load_checkpoint, stage_path
 from meadkit.baseline.config import BaselineConfig
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.models import Audio2Landmark, FaceClassifier, NeutralToEmotion, RefineUNet
-from meadkit.baseline.pca import from_units
+from meadkit.baseline.pca import MOUTH_JAW, from_units, to_units
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,10 +73,12 @@ class TrainedBaseline:
         return self.config.train.size
 
     @torch.no_grad()
-    def mouth_jaw(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """(B, context, n_mfcc) MFCC windows (+ labels) -> (B, 37, 2) mouth+jaw landmarks in pixels of the size x size
-        crop."""
-        return from_units(self.a2l.predict_shape(mfcc, emotion, level), self.size)
+    def mouth_jaw(self, mfcc: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor,
+                  neutral_landmarks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, context, n_mfcc) MFCC windows (+ labels, + the (B, 68, 2) landmarks of the actor's neutral face in
+        pixels of the size x size crop, NaN or None where unknown) -> (B, 37, 2) mouth+jaw landmarks in those pixels."""
+        anchor = None if neutral_landmarks is None else to_units(neutral_landmarks[:, MOUTH_JAW], self.size)
+        return from_units(self.a2l.predict_shape(mfcc, emotion, level, anchor), self.size)
 
     @torch.no_grad()
     def transform(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

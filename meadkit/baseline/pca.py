@@ -1,4 +1,5 @@
-"""PCA of mouth+jaw landmark shapes: the audio-to-landmark network predicts these coefficients.
+"""PCA of mouth+jaw landmark shapes (or of their changes from a neutral frame's): the audio-to-landmark network
+predicts these coefficients.
 
 Fitted on the training split; the a2l network keeps it as buffers (plain tensors in its checkpoint).
 """
@@ -26,7 +27,7 @@ def from_units(units: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class ShapePCA:
-    """Mean shape (D,) and orthonormal components (k, D) of flattened mouth+jaw landmarks in crop units [0, 1]."""
+    """Mean (D,) and orthonormal components (k, D) of flattened mouth+jaw landmarks (or changes) in crop units [0, 1]."""
 
     mean: torch.Tensor
     components: torch.Tensor
@@ -38,10 +39,6 @@ class ShapePCA:
     def decode(self, coeffs: torch.Tensor) -> torch.Tensor:
         """(B, k) coefficients -> (B, P, 2) landmarks in crop units."""
         return (coeffs @ self.components + self.mean).view(coeffs.shape[0], -1, 2)
-
-    def mean_shape(self) -> torch.Tensor:
-        """(P, 2) mean landmarks in crop units: the 'no audio' baseline prediction."""
-        return self.mean.view(-1, 2)
 
     def to(self, device) -> "ShapePCA":
         return ShapePCA(self.mean.to(device), self.components.to(device))

@@ -179,7 +179,8 @@ class ClassifierStage(Stage):
 
 
 class A2LStage(Stage):
-    """Audio-to-landmarks: MSE on PCA coefficients of mouth+jaw landmarks (PCA fitted on train)."""
+    """Audio-to-landmarks: MSE on PCA coefficients of mouth+jaw landmarks (PCA fitted on train), from the audio, the
+    labels and the neutral frame's mouth+jaw (`a2l.anchor`)."""
 
     name, stream = "a2l", 2
 
@@ -187,38 +188,44 @@ class A2LStage(Stage):
         super().__init__(ctx)
         c = ctx.cfg.a2l
         n_mfcc = ctx.train_set.mfcc_shape[1]  # the shard set's width
-        self.net = self.add("a2l", Audio2Landmark(c.n_coeffs, c.hidden, c.layers, c.use_labels, n_mfcc), c.lr)
+        self.net = self.add("a2l", Audio2Landmark(c.n_coeffs, c.hidden, c.layers, c.use_labels, n_mfcc, anchor=c.anchor), c.lr)
 
     def hparams(self) -> dict:
         c = self.ctx.cfg.a2l
-        return {"n_coeffs": c.n_coeffs, "hidden": c.hidden, "layers": c.layers, "use_labels": c.use_labels}
+        return {"n_coeffs": c.n_coeffs, "hidden": c.hidden, "layers": c.layers, "use_labels": c.use_labels, "anchor": c.anchor}
 
     def prepare(self) -> None:
-        """Fit the shape PCA and the MFCC standardisation on (a fixed subset of) the train split."""
+        """Fit the shape statistics, the PCA (of the shapes, or anchored of their changes from the neutral frames')
+        and the MFCC standardisation on (a fixed subset of) the train split."""
         data, size = self.ctx.train_set, self.ctx.cfg.train.size
         idx = fixed_indices(len(data), self.ctx.cfg.a2l.fit_samples, self.ctx.cfg.train.seed)
-        shapes, mfcc, labels = [], [], []
+        shapes, anchors, mfcc, labels = [], [], [], []
         for i in range(0, len(idx), 256):
             b = self.ctx.batch(idx[i : i + 256], data)
-            shapes.append(to_units(b.landmarks[b.valid][:, MOUTH_JAW], size).flatten(1).cpu())
-            labels.append((b.emotion * N_LEVELS + b.level)[b.valid].cpu())
-            mfcc.append(b.mfcc.cpu())
-        m, shapes, labels = torch.cat(mfcc).flatten(0, 1), torch.cat(shapes), torch.cat(labels)
+            shapes.append(to_units(b.landmarks[b.valid][:, MOUTH_JAW], size))
+            anchors.append(to_units(b.neutral_landmarks[b.valid][:, MOUTH_JAW], size))
+            labels.append((b.emotion * N_LEVELS + b.level)[b.valid])
+            mfcc.append(b.mfcc)
+        m, shapes, anchors, labels = torch.cat(mfcc).flatten(0, 1), torch.cat(shapes), torch.cat(anchors), torch.cat(labels)
         if len(shapes) < 2:
             raise TrainError("a2l: fewer than 2 training frames with landmarks")
-        pca = fit_pca(shapes.view(len(shapes), -1, 2), self.ctx.cfg.a2l.n_coeffs)
+        flat = shapes.flatten(1)
+        self.net.set_mean_shape(flat.mean(0))
+        pca = fit_pca(shapes - self.net.start(anchors, len(shapes)), self.ctx.cfg.a2l.n_coeffs)
         # per (emotion, level) mean shape, the global mean where a label is absent: a stronger baseline for evaluate
         counts = torch.bincount(labels, minlength=N_EMOTIONS * N_LEVELS).float()[:, None]
-        sums = torch.zeros(N_EMOTIONS * N_LEVELS, shapes.shape[1]).index_add_(0, labels, shapes)
-        label_means = torch.where(counts > 0, sums / counts.clamp_min(1), shapes.mean(0))
-        dev = self.ctx.device
-        self.net.set_statistics(pca.to(dev), m.mean(0).to(dev), m.std(0).to(dev), label_means.to(dev))
-        self.ctx.log(f"a2l: PCA of {len(shapes)} training shapes, {pca.components.shape[0]} components")
+        sums = flat.new_zeros(N_EMOTIONS * N_LEVELS, flat.shape[1]).index_add_(0, labels, flat)
+        label_means = torch.where(counts > 0, sums / counts.clamp_min(1), flat.mean(0))
+        self.net.set_statistics(pca, m.mean(0), m.std(0), label_means)
+        of = "the changes from their neutral frames of " if self.net.anchor == "neutral" else ""
+        self.ctx.log(f"a2l: PCA of {of}{len(shapes)} training shapes, {pca.components.shape[0]} components")
 
     def train_step(self, b: Batch) -> dict[str, float]:
         self.net.train()
         v = b.valid  # frames without landmarks (NaN in the shards) do not teach the mouth, and must not touch the loss
-        target = self.net.pca.encode(to_units(b.landmarks[v][:, MOUTH_JAW], self.ctx.cfg.train.size))
+        size = self.ctx.cfg.train.size
+        true, neutral = (to_units(lm[v][:, MOUTH_JAW], size) for lm in (b.landmarks, b.neutral_landmarks))
+        target = self.net.target(true, neutral)
         with autocast(self.ctx.device, self.amp):
             pred = self.net(b.mfcc, b.emotion, b.level)
         loss = ((pred.float()[v] - target) ** 2).mean() if v.any() else pred.float().sum() * 0.0
@@ -227,14 +234,15 @@ class A2LStage(Stage):
 
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
-        """Mouth errors over the frames with landmarks (`_n` of them: the average's weight); a model whose predictions
-        are NaN reads NaN, not 0."""
+        """Mouth errors over the frames with landmarks (`_n` of them: the average's weight), of a2l and of the mean
+        shape; a model whose predictions are NaN reads NaN, not 0."""
         self.net.eval()
         size = self.ctx.cfg.train.size
         v = b.valid
-        pred = from_units(self.net.predict_shape(b.mfcc[v], b.emotion[v], b.level[v]), size)[:, MOUTH_IN_MOUTH_JAW]
+        anchor = to_units(b.neutral_landmarks[v][:, MOUTH_JAW], size)
+        pred = from_units(self.net.predict_shape(b.mfcc[v], b.emotion[v], b.level[v], anchor), size)[:, MOUTH_IN_MOUTH_JAW]
         true = b.landmarks[v][:, MOUTH_JAW][:, MOUTH_IN_MOUTH_JAW]
-        mean = from_units(self.net.pca.mean_shape(), size)[MOUTH_IN_MOUTH_JAW]
+        mean = from_units(self.net.mean_shape(), size)[MOUTH_IN_MOUTH_JAW]
         n = int(v.sum())
         if not n:
             return {"mouth_err_px": 0.0, "mean_shape_err_px": 0.0, "_n": 0}
