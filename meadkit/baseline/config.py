@@ -90,6 +90,13 @@ class N2EConfig:
     n_res: int = field(default=3, metadata={"min": 0})
     w_l1: float = field(default=1.0, metadata={"min": 0.0})
     w_perceptual: float = field(default=1.0, metadata={"min": 0.0})
+    #: Random colour and small shift/zoom of each (neutral, target) pair alike, a fraction `grey` of them in greyscale:
+    #: the transform learns expressions, not the few training faces' colours
+    augment: bool = True
+    grey: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})
+    #: Move the neutral face's pixels by a predicted flow before changing them (see NeutralToEmotion); false = the
+    #: paper's transform, which paints the change
+    warp: bool = True
 
 
 @dataclass(frozen=True)

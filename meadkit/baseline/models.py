@@ -190,21 +190,36 @@ class NeutralToEmotion(nn.Module):
     """Encoder-decoder with residual blocks: neutral face + tiled emotion/intensity one-hots -> emotional face.
 
     Two stride-2 stages, residual blocks at 1/4 size, 3x3 convolutions throughout (the original's 7x7 ends
-    cost 5x more on a CPU); the output is the neutral face changed in logit space.
+    cost 5x more on a CPU); the output is the neutral face changed in logit space. With `warp` the decoder also
+    gives a flow field (up to `max_flow` of the half-crop) that moves the neutral face's pixels first: on aligned crops
+    an expression is mostly a change of shape at the same places on every face, which carries to faces the few
+    training actors do not show, where painted changes do not (flow starts at zero: the plain transform).
     """
 
-    def __init__(self, width: int = 32, n_res: int = 4):
+    def __init__(self, width: int = 32, n_res: int = 4, warp: bool = False, max_flow: float = 0.1):
         super().__init__()
         w = width
+        self.warp, self.max_flow = warp, max_flow
         self.encoder = nn.Sequential(
             _conv_block(3 + N_EMOTIONS + N_LEVELS, w), _conv_block(w, 2 * w, 4, 2), _conv_block(2 * w, 4 * w, 4, 2)
         )
         self.res = nn.Sequential(*[ResBlock(4 * w) for _ in range(n_res)])
-        self.decoder = nn.Sequential(_up_block(4 * w, 2 * w), _up_block(2 * w, w), nn.Conv2d(w, 3, 3, 1, 1))
+        self.decoder = nn.Sequential(_up_block(4 * w, 2 * w), _up_block(2 * w, w), nn.Conv2d(w, 5 if warp else 3, 3, 1, 1))
+        if warp:
+            with torch.no_grad():
+                self.decoder[-1].weight[3:].zero_(), self.decoder[-1].bias[3:].zero_()
 
     def forward(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         x = torch.cat([neutral, label_planes(emotion, level, neutral.shape[-1]).to(neutral.dtype)], 1)
-        return _residual_image(neutral, self.decoder(self.res(self.encoder(x))))
+        out = self.decoder(self.res(self.encoder(x)))
+        base = neutral
+        if self.warp:
+            b = len(neutral)
+            eye = torch.eye(2, 3, device=neutral.device, dtype=out.dtype).expand(b, 2, 3)
+            grid = F.affine_grid(eye, [b, 3, *neutral.shape[2:]], align_corners=False)
+            flow = self.max_flow * torch.tanh(out[:, 3:].float()).permute(0, 2, 3, 1)
+            base = F.grid_sample(neutral.float(), grid.float() + flow, padding_mode="border", align_corners=False).to(neutral.dtype)
+        return _residual_image(base, out[:, :3])
 
 
 class RefineUNet(nn.Module):

@@ -271,20 +271,23 @@ class N2EStage(Stage):
     def __init__(self, ctx: Context):
         super().__init__(ctx)
         c = ctx.cfg.n2e
-        self.net = self.add("n2e", NeutralToEmotion(c.width, c.n_res), c.lr)
+        self.net = self.add("n2e", NeutralToEmotion(c.width, c.n_res, c.warp), c.lr)
         self.classifier = load_classifier(ctx.run_dir, ctx.device)
         self.perceptual = make_perceptual(ctx)
 
     def hparams(self) -> dict:
-        return {"width": self.ctx.cfg.n2e.width, "n_res": self.ctx.cfg.n2e.n_res}
+        return {"width": self.ctx.cfg.n2e.width, "n_res": self.ctx.cfg.n2e.n_res, "warp": self.ctx.cfg.n2e.warp}
 
     def train_step(self, b: Batch) -> dict[str, float]:
         c = self.ctx.cfg.n2e
         self.net.train()
+        pair = torch.cat([b.frame, b.neutral], 1)  # one colour and shift draw for the target and its neutral face
+        pair = jitter(pair, grey=c.grey) if c.augment else pair
+        frame, neutral = pair[:, :3], pair[:, 3:]
         with autocast(self.ctx.device, self.amp):
-            out = self.net(b.neutral, b.emotion, b.level)
-            l1 = F.l1_loss(out.float(), b.frame)
-            perc = self.perceptual(out, b.frame, b.neutral)
+            out = self.net(neutral, b.emotion, b.level)
+            l1 = F.l1_loss(out.float(), frame)
+            perc = self.perceptual(out, frame, neutral)
         self.optimize("n2e", c.w_l1 * l1 + c.w_perceptual * perc)
         return {"l1": l1.item(), "perceptual": perc.item()}
 
