@@ -185,6 +185,26 @@ def test_a2l_anchored_on_the_neutral_mouth_keeps_an_unseen_face_s_own_mouth(tmp_
     assert err["neutral"] < 0.5 * err["none"], err
 
 
+def test_n2e_warp_starts_as_the_plain_transform_and_moves_pixels_by_its_flow():
+    """At initialisation the flow is zero (the paper's transform, same weights, same output); a flow of one pixel to
+    the right with no painted change returns the neutral face shifted by one pixel. Old runs' hparams lack `warp`."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, S, S) * 1.6 - 0.8
+    e, lv = torch.tensor([0, 4]), torch.tensor([2, 1])
+    warped, plain = NeutralToEmotion(8, 1, warp=True), NeutralToEmotion(8, 1)
+    state = warped.state_dict()
+    last = [k for k in state if k.startswith("decoder.") and k.count(".") == 2][-2:]  # the final conv's weight, bias
+    plain.load_state_dict({k: v[:3] if k in last else v for k, v in state.items()})
+    torch.testing.assert_close(warped(x, e, lv), plain(x, e, lv), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        conv = warped.decoder[-1]
+        conv.weight.zero_(), conv.bias.zero_()
+        conv.bias[3] = math.atanh((2 / S) / warped.max_flow)  # x flow of one pixel (grid units are 2 / S per pixel)
+    out = warped(x, e, lv)
+    torch.testing.assert_close(out[..., :-1], x[..., 1:], atol=1e-5, rtol=0)
+    assert NeutralToEmotion(8, 1).warp is False
+
+
 def test_a2l_anchor_keeps_a_new_face_whole_and_falls_back_to_the_mean_shape():
     """Anchored, the PCA holds the changes from a neutral mouth, so a face none of the training faces resembles comes
     out whole (a PCA of the training faces' shapes could not hold it); a neutral frame without a face (NaN) or no
