@@ -72,7 +72,7 @@ def test_enospc_while_writing_keeps_the_old_set_valid_and_identical(work, monkey
     verify_shards(d)
     assert _snapshot(d) == {**before, VERIFIED_FILE: (d / VERIFIED_FILE).read_bytes()}
     after = _all_samples(d)
-    assert all(np.array_equal(after[k], samples[k]) for k in samples)
+    assert all(np.array_equal(after[k], samples[k], equal_nan=True) for k in samples)  # invalid neutral frames give NaN landmarks
     monkeypatch.undo()  # room again: the rerun finishes (resuming the staged shards) and swaps the new set in
     build_shards(out, d, CFG)
     verify_shards(d)
