@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from meadkit.baseline import losses as L
@@ -18,6 +19,7 @@ from meadkit.baseline.batch import gather, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
 from meadkit.baseline.config import DEFAULT_BASELINE, load_config
 from meadkit.baseline.evaluate import evaluate
+from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
@@ -130,6 +132,31 @@ def test_model_output_shapes():
     assert PatchDiscriminator(8)(x, hm).shape == (b, 1, S // 8, S // 8)
     planes = label_planes(e, lv, S)
     assert planes.shape == (b, 11, S, S) and planes[1, 7].eq(1).all() and planes[1, 8].eq(1).all() and planes[1].sum(0).eq(2).all()
+
+
+def test_neutral_flow_measures_a_known_move_and_the_flow_classifier_keeps_a_gradient():
+    """A face texture moved by (3, -2) px reads as that flow in FLOW_UNIT x S; the classifier reads the flow, and a
+    loss through it still reaches the frame by the difference channels (what n2e's classifier loss needs)."""
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (96, 96)).astype(np.float32), (0, 0), 2.0)
+    tex = (tex - tex.min()) / (tex.max() - tex.min()) * 2 - 1
+    neutral = torch.from_numpy(tex[16:80, 16:80].copy()).expand(3, -1, -1)[None]
+    moved = torch.from_numpy(tex[18:82, 13:77].copy()).expand(3, -1, -1)[None]  # content moves right 3, up 2
+    flow = neutral_flow(moved, neutral)[0] * FLOW_UNIT * 64
+    inner = flow[:, 12:-12, 12:-12].reshape(2, -1).median(1).values
+    assert inner.tolist() == pytest.approx([3.0, -2.0], abs=0.15)
+    assert neutral_flow(neutral, neutral).abs().max() < 0.05
+    target = warp_target(neutral, moved)  # n2e's warp target: sampling the neutral face at it gives the frame
+    grid = F.affine_grid(torch.eye(2, 3)[None], [1, 3, 64, 64], align_corners=False)
+    rebuilt = F.grid_sample(neutral, grid + target, padding_mode="border", align_corners=False)
+    assert (rebuilt - moved)[..., 8:-8, 8:-8].abs().mean() < 0.1 * (neutral - moved)[..., 8:-8, 8:-8].abs().mean()
+    torch.manual_seed(0)
+    clf = FaceClassifier(8, reference="flow")
+    assert clf.trunk[0][0].weight.shape[1] == 5
+    assert not torch.equal(clf(moved, neutral)[0], clf(neutral, neutral)[0])
+    x = moved.clone().requires_grad_(True)
+    clf(x, neutral)[0].sum().backward()
+    assert x.grad.abs().sum() > 0
 
 
 def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from meadkit.baseline.config import A2L_ANCHORS, REFERENCE_INPUTS
+from meadkit.baseline.flow import neutral_flow
 from meadkit.baseline.pca import MOUTH_JAW, ShapePCA
 
 N_EMOTIONS = 8
@@ -126,12 +127,17 @@ class Audio2Landmark(nn.Module):
         return self.pca.decode(self.forward(mfcc, emotion, level).float()) + self.start(anchor, len(mfcc))
 
 
+#: Input channels of the classifiers' trunk per `reference`.
+_REFERENCE_CHANNELS = {"flow": 5, "difference": 6, "stack": 6, "none": 3}
+
+
 class FaceClassifier(nn.Module):
     """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads. With a
     `reference` it also sees the same actor's neutral frame, so it judges the expression as a change from that
-    person's neutral face rather than learning each training face (`classifiers.reference`): "difference" gives it
-    the frame minus the neutral frame and the frame (6 channels), "stack" the two frames, "none" the frame alone
-    (the paper's). True and False are "stack" and "none" (the hyperparameters of runs made before the choice).
+    person's neutral face rather than learning each training face (`classifiers.reference`): "flow" gives it the
+    optical flow from the neutral frame to the frame and their difference (5 channels; the flow has no gradient),
+    "difference" the difference and the frame (6), "stack" the two frames, "none" the frame alone (the paper's).
+    True and False are "stack" and "none" (the hyperparameters of runs made before the choice).
 
     `features(x, neutral)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
     weights are given.
@@ -144,7 +150,7 @@ class FaceClassifier(nn.Module):
         if self.reference not in REFERENCE_INPUTS:
             raise ValueError(f"reference must be one of {REFERENCE_INPUTS}, not {reference!r}")
         self.trunk = nn.ModuleList(
-            [_conv_block(3 if self.reference == "none" else 6, w, 3, 2), _conv_block(w, 2 * w, 3, 2),
+            [_conv_block(_REFERENCE_CHANNELS[self.reference], w, 3, 2), _conv_block(w, 2 * w, 3, 2),
              _conv_block(2 * w, 4 * w, 3, 2), _conv_block(4 * w, 4 * w, 3, 2)]
         )
         self.pool = nn.AdaptiveAvgPool2d(4)
@@ -158,6 +164,8 @@ class FaceClassifier(nn.Module):
             x = torch.cat([x, neutral], 1)
         elif self.reference == "difference":
             x = torch.cat([x - neutral, x], 1)
+        elif self.reference == "flow":
+            x = torch.cat([neutral_flow(x, neutral), x - neutral], 1)
         feats = []
         for block in self.trunk:
             x = block(x)
@@ -209,17 +217,23 @@ class NeutralToEmotion(nn.Module):
             with torch.no_grad():
                 self.decoder[-1].weight[3:].zero_(), self.decoder[-1].bias[3:].zero_()
 
-    def forward(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    def transform(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor
+                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The emotional face and, with `warp`, the flow that moved the neutral face: (B, S, S, 2) (x, y) offsets in
+        grid_sample's units (2 = the crop side), where each output pixel reads the neutral face."""
         x = torch.cat([neutral, label_planes(emotion, level, neutral.shape[-1]).to(neutral.dtype)], 1)
         out = self.decoder(self.res(self.encoder(x)))
-        base = neutral
+        base, flow = neutral, None
         if self.warp:
             b = len(neutral)
             eye = torch.eye(2, 3, device=neutral.device, dtype=out.dtype).expand(b, 2, 3)
             grid = F.affine_grid(eye, [b, 3, *neutral.shape[2:]], align_corners=False)
             flow = self.max_flow * torch.tanh(out[:, 3:].float()).permute(0, 2, 3, 1)
             base = F.grid_sample(neutral.float(), grid.float() + flow, padding_mode="border", align_corners=False).to(neutral.dtype)
-        return _residual_image(base, out[:, :3])
+        return _residual_image(base, out[:, :3]), flow
+
+    def forward(self, neutral: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        return self.transform(neutral, emotion, level)[0]
 
 
 class RefineUNet(nn.Module):

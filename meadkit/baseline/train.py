@@ -26,6 +26,7 @@ from meadkit.baseline import losses as L
 from meadkit.baseline.batch import Batch, class_weights, fixed_indices, gather, jitter, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, stage_path
 from meadkit.baseline.config import BaselineConfig
+from meadkit.baseline.flow import warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_classifier, load_n2e, resolve_device
 from meadkit.baseline.models import (
@@ -285,11 +286,17 @@ class N2EStage(Stage):
         pair = jitter(pair, grey=c.grey) if c.augment else pair
         frame, neutral = pair[:, :3], pair[:, 3:]
         with autocast(self.ctx.device, self.amp):
-            out = self.net(neutral, b.emotion, b.level)
+            out, flow = self.net.transform(neutral, b.emotion, b.level)
             l1 = F.l1_loss(out.float(), frame)
             perc = self.perceptual(out, frame, neutral)
-        self.optimize("n2e", c.w_l1 * l1 + c.w_perceptual * perc)
-        return {"l1": l1.item(), "perceptual": perc.item()}
+        loss, logs = c.w_l1 * l1 + c.w_perceptual * perc, {"l1": l1.item(), "perceptual": perc.item()}
+        if flow is not None and c.w_flow > 0:
+            limit = 0.95 * self.net.max_flow  # inside tanh's range: a target at the limit would pull it to saturate
+            real = warp_target(neutral, frame).clamp(-limit, limit)
+            loss_flow = F.l1_loss(flow, real) / self.net.max_flow
+            loss, logs["flow"] = loss + c.w_flow * loss_flow, loss_flow.item()
+        self.optimize("n2e", loss)
+        return logs
 
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
