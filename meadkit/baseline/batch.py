@@ -46,6 +46,12 @@ def scale_landmarks(landmarks: torch.Tensor, from_size: int, to_size: int) -> to
     return from_units(to_units(landmarks, from_size), to_size)
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of RGB images (..., 3, H, W) -> (..., 1, H, W)."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(3, 1, 1)
+    return (images * weights).sum(-3, keepdim=True)
+
+
 def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04, grey: float = 0.0) -> torch.Tensor:
     """Random per-image colour gain/offset, a fraction `grey` of the images made greyscale (BT.601 luma), and a
     small shift + zoom (draws from torch's global RNG, which checkpoints save): lets the classifiers generalise to
@@ -58,9 +64,8 @@ def jitter(images: torch.Tensor, colour: float = 0.2, shift: float = 0.04, grey:
     x = (images * gain + offset).clamp(-1, 1)
     if grey > 0:
         rgb = x.view(b, k, 3, *x.shape[2:])
-        luma = (rgb * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 1, 3, 1, 1)).sum(2, keepdim=True)
         pick = (torch.rand(b, device=dev) < grey).view(b, 1, 1, 1, 1)
-        x = torch.where(pick, luma.expand_as(rgb), rgb).reshape(x.shape)
+        x = torch.where(pick, luma(rgb).expand_as(rgb), rgb).reshape(x.shape)
     theta = torch.zeros(b, 2, 3, device=dev)
     zoom = 1 + shift * (torch.rand(b, device=dev) * 2 - 1)
     theta[:, 0, 0] = theta[:, 1, 1] = zoom

@@ -7,14 +7,15 @@ import cv2
 import numpy as np
 import torch
 
+from meadkit.baseline.batch import luma
+
 #: Flow is reported in units of this fraction of the crop side, so a typical expression move is about 1.
 FLOW_UNIT = 0.05
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 def _grey_u8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, S, S) RGB in [-1, 1] -> (B, S, S) uint8 luma (what DIS reads)."""
-    y = torch.einsum("bchw,c->bhw", images.detach().float().cpu(), _LUMA)
+    y = luma(images.detach().float().cpu())[:, 0]
     return ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
