@@ -12,7 +12,7 @@ from meadkit.faces import (FaceBackendUnavailable, FacesConfig, NoFaceError, ali
                            backend_for, process_view)
 from meadkit.faces.align import STABLE, apply, crop_template, crop_transform, interocular, similarity
 from meadkit.faces.backends import FAN_WEIGHTS, Detection, FanBackend, HogDetector
-from meadkit.faces.smooth import TrackSmoother, jitter
+from meadkit.faces.smooth import OneEuro, TrackSmoother, jitter
 from meadkit.testing.face_clip import per_frame_landmarks, photo, write_clip
 from meadkit.faces.track import main_face
 from meadkit.manifest import to_table
@@ -162,6 +162,65 @@ def test_short_gaps_are_interpolated_long_ones_are_not():
     assert all(r[1] and r[2] for r in res[10:13])
     assert np.allclose(res[11][0], base + [11, 0], atol=0.5)
     assert not any(r[1] for r in res[20:30]) and np.isnan(res[25][0]).all()
+
+
+def _reference_backward(raw, valid, scale, i, lag, max_gap, config):
+    """The backward pass at frame i as its definition reads: a fresh One-Euro filter, frame by frame."""
+    f, prev, x = OneEuro(config), None, None
+    for j in range(min(i + lag, len(raw) - 1), i - 1, -1):
+        if not valid[j]:
+            continue
+        if prev is not None and prev - j - 1 > max_gap:
+            f = OneEuro(config)
+        x = f(raw[j], (1.0 / 30) * ((prev - j) if prev is not None else 1), scale[j])
+        prev = j
+    return x
+
+
+def test_the_vectorised_backward_pass_equals_the_filter_run_frame_by_frame_through_gaps_and_revisions():
+    T, cfg = 90, FacesConfig(smooth_lag=12, max_gap=3)
+    rng = np.random.default_rng(4)
+    base = crop_template(100, 0.0)
+    raw = base + np.cumsum(rng.normal(0, 1.5, (T, 68, 2)), 0)  # a wandering, jittering face
+    present = rng.random(T) > 0.15
+    present[40:45] = False  # a gap longer than max_gap: the backward filter restarts across it
+    sm = TrackSmoother(T, 30.0, cfg)
+    seen, before, revised_at = raw.copy(), present.copy(), None
+    for i in range(T):  # as the stage does: pushed in chunks, finalised up to its hold-back (15 frames) behind
+        sm.push(raw[i] if present[i] else None)
+        if i == 45:  # tracked backwards: frames still open (some computed ahead already) change
+            revised_at = sm.n_final  # frames finalised before this saw the track as it was
+            for j in (30, 33, 36):
+                seen[j], present[j] = raw[j] + 0.7, True
+                sm.revise(j, seen[j])
+        if i % 20 == 19:
+            for k in range(sm.n_final, sm.n - 15):
+                sm.final(k)
+    out = [sm.final(i) for i in range(sm.n_final, T)]
+    assert out[-1][1] and sm.n_final == T
+    checked = 0
+    for track, valid, frames in ((raw, before, range(revised_at)), (seen, present, range(revised_at, T))):
+        scale = np.array([max(float(interocular(p)), 1.0) for p in track])
+        for i in (i for i in frames if valid[i]):
+            # the output is (forward + backward) / 2: recover the backward half and compare it
+            back = 2 * sm.out[i] - _forward_only(seen, present, scale, i, cfg)
+            ref = _reference_backward(track, valid, scale, i, cfg.smooth_lag, cfg.max_gap, cfg)
+            assert np.allclose(back, ref, rtol=0, atol=1e-9), i
+            checked += 1
+    assert checked == int(present.sum()) > 60
+
+
+def _forward_only(raw, valid, scale, i, config):
+    """The forward pass at frame i: one One-Euro filter over the valid frames up to i, restarted after long gaps."""
+    f, last, x = OneEuro(config), -1, None
+    for j in range(i + 1):
+        if not valid[j]:
+            continue
+        if last < 0 or j - last - 1 > config.max_gap:
+            f = OneEuro(config)
+        x = f(raw[j], (1.0 / 30) * (j - last if last >= 0 else 1), scale[j])
+        last = j
+    return x
 
 
 def test_detector_and_fitter_read_regions_cut_from_a_frame_correctly():

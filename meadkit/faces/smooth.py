@@ -18,6 +18,7 @@ from meadkit.faces.align import interocular
 if TYPE_CHECKING:
     from meadkit.faces.stage import FacesConfig
 
+_BLOCK = 32  # frames whose backward passes are computed together
 SPEECH = np.r_[3:14, 48:68]  # lower jaw and lips: they move with speech much faster than the head, smoothed less
 
 
@@ -76,6 +77,8 @@ class TrackSmoother:
         self.n_final = 0  # frames finalised so far (frames >= this may still be revised)
         self._f = OneEuro(config)
         self._last = -1  # last valid frame the forward filter has seen
+        self._back = np.zeros((n_frames, 68, 2))  # backward passes computed ahead (a block at a time) ...
+        self._back_ok = np.zeros(n_frames, bool)  # ... and which still hold (a revision inside a window clears it)
 
     def push(self, points: Optional[np.ndarray]) -> None:
         """Add the next frame's raw landmarks (None when no face)."""
@@ -87,6 +90,7 @@ class TrackSmoother:
         if not self.n_final <= i < self.n:
             raise IndexError(f"frame {i} is not open for revision (finalised {self.n_final}, pushed {self.n})")
         self.valid[i] = points is not None
+        self._back_ok[max(0, i - self.lag):i + 1] = False
         if points is not None:
             self.raw[i] = points
             self.scale[i] = max(float(interocular(points)), 1.0)
@@ -99,14 +103,40 @@ class TrackSmoother:
         return x
 
     def _backward(self, i: int) -> np.ndarray:
-        end = min(i + self.lag, self.n - 1)
-        idx = [j for j in range(end, i - 1, -1) if self.valid[j]]
-        f, prev = OneEuro(self.config), None
-        for j in idx:
-            if prev is not None and prev - j - 1 > self.max_gap:
-                f = OneEuro(self.config)
-            x = f(self.raw[j], self.dt * ((prev - j) if prev is not None else 1), self.scale[j])
-            prev = j
+        """The backward pass at valid frame i, computed with those of the next _BLOCK frames whose windows are
+        complete (all pushed): one vectorised run instead of a Python loop of `lag` filter steps per frame."""
+        if not self._back_ok[i]:
+            ahead = np.arange(i + 1, min(i + _BLOCK, self.n - self.lag))
+            frames = np.r_[i, ahead[self.valid[ahead]]]
+            self._back[frames] = self._backward_many(frames)
+            self._back_ok[frames] = True
+        return self._back[i]
+
+    def _backward_many(self, frames: np.ndarray) -> np.ndarray:
+        """For each valid frame i of `frames`, a fresh One-Euro filter run from frame min(i + lag, n - 1) down to i
+        over the valid frames (restarting after gaps longer than max_gap), all windows stepped together; its
+        output at i, (K, 68, 2). The same arithmetic, in the same order, as `OneEuro` run window by window."""
+        cfg, raw = self.config, self.raw
+        ends = np.minimum(frames + self.lag, self.n - 1)
+        x, dx = np.zeros((len(frames), 68, 2)), np.zeros((len(frames), 68, 2))
+        prev = np.full(len(frames), -1)  # the frame each window's filter took last; -1 before its first
+        cutoff = OneEuro(cfg)._rest_cutoff(68)
+        for step in range(self.lag + 1):
+            j = ends - step
+            active = j >= frames
+            active[active] = self.valid[j[active]]
+            fresh = active & ((prev < 0) | (prev - j - 1 > self.max_gap))
+            x[fresh], dx[fresh] = raw[j[fresh]], 0.0
+            c = np.flatnonzero(active & ~fresh)
+            if len(c):
+                jc, xc = j[c], x[c]
+                dt = (self.dt * (prev[c] - jc))[:, None, None]
+                ad = _alpha(cfg.d_cutoff, dt)
+                dx[c] = dxc = ad * (raw[jc] - xc) / dt + (1 - ad) * dx[c]
+                speed = np.sqrt((dxc ** 2).sum(-1, keepdims=True)) / np.maximum(self.scale[jc], 1e-6)[:, None, None]
+                a = _alpha(cutoff + cfg.beta * speed, dt)
+                x[c] = a * raw[jc] + (1 - a) * xc
+            prev[active] = j[active]
         return x
 
     def final(self, i: int) -> tuple[np.ndarray, bool, bool]:
