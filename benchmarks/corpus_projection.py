@@ -4,10 +4,11 @@ Clips are made as MEAD is encoded (`SynthConfig.encoding = "mead"`: yuvj444p Hig
 B-frames, at --fps). Printed: ms of one core per view-frame by stage, against decode-only of the same frames
 measured in the same run (the planes as decoded, one thread), the -j 2 / -j 1 scaling, peak RSS per process, and
 the projected wall time for all of MEAD (~29.5 M view-frames in ~281,400 view clips: the takes' cost per view-frame,
-everything outside them, start-up included, per clip; a worker's efficiency from its takes' seconds at -j 2 against
--j 1, since a run's fixed costs, which dominate the wall scaling of a minute's run, are MEAD's 40,000 takes' to
-amortise) on 16, 64 and 256 cores, and on a GPU node (the face work beyond decoding moved to the GPU: a lower bound of
-the CPU cost).
+everything outside them as a fixed cost per run (start-up, warm-up) plus a cost per clip (index, manifests, shards),
+the two told apart by a second -j 1 run on one take of the corpus; a worker's efficiency from its takes' seconds at
+-j 2 against -j 1, since a run's fixed costs, which dominate the wall scaling of a minute's run, are MEAD's 40,000
+takes' to amortise) on 16, 64 and 256 cores, and on a GPU node (the face work beyond decoding moved to the GPU: a
+lower bound of the CPU cost).
 
     python benchmarks/corpus_projection.py [--takes 3] [--seconds 2] [--views front,down,top,...]
                                            [--fps 1000000/33333] [--work DIR]
@@ -30,7 +31,7 @@ import psutil
 from prepare import run_measured  # benchmarks/prepare.py: wall time and per-process peak RSS of a command tree
 
 from meadkit.corpus.names import VIEWS
-from meadkit.corpus.synth import SynthConfig, synthesize
+from meadkit.corpus.synth import SynthConfig, default_truth_path, synthesize
 from meadkit.manifest import read_table
 from meadkit.index import source_of
 from meadkit.media.video import iter_planes
@@ -63,13 +64,29 @@ def run(raw: Path, out: Path, jobs: int) -> dict:
                 clips=len(clips), ok=ok, stages=stages, total=float(status.total_s.sum()), peaks=peaks)
 
 
-def hours(ms_per_frame: float, ms_per_clip: float, cores: int, efficiency: float) -> float:
-    """Wall hours for all of MEAD: the takes' cost per view-frame times its frames, the cost outside takes per clip
-    times its clips (a short benchmark clip would otherwise charge MEAD's ~105-frame clips its fixed cost per frame)."""
-    return (MEAD_VIEW_FRAMES * ms_per_frame + MEAD_VIEW_CLIPS * ms_per_clip) / (cores * efficiency) / 3.6e6
+def hours(ms_per_frame: float, ms_per_clip: float, ms_fixed: float, cores: int, efficiency: float) -> float:
+    """Wall hours for all of MEAD: the takes' cost per view-frame times its frames and the cost outside takes per clip
+    times its clips, shared by the cores (a short benchmark clip would otherwise charge MEAD's ~105-frame clips its
+    fixed cost per frame), plus the run's fixed cost once (its workers start side by side)."""
+    return ((MEAD_VIEW_FRAMES * ms_per_frame + MEAD_VIEW_CLIPS * ms_per_clip) / (cores * efficiency) + ms_fixed) / 3.6e6
 
 
-def report(r1: dict, r2: dict, dec: float, fps: Fraction) -> None:
+def one_take(raw: Path, small: Path) -> Path:
+    """A copy of `raw` holding only its first take (every view and the audio of actor, emotion, level, number)."""
+    if not small.exists():
+        audio = sorted(raw.glob("*/audio/*/*/*.*"))[0]
+        actor, _, emotion, level, name = audio.relative_to(raw).parts
+        wanted = [audio] + sorted(raw.glob(f"{actor}/video/*/{emotion}/{level}/{Path(name).stem}.mp4"))
+        tmp = small.with_name(small.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for f in wanted:
+            (tmp / f.relative_to(raw)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / f.relative_to(raw))
+        tmp.rename(small)
+    return small
+
+
+def report(r1: dict, r2: dict, r_small: dict, dec: float, fps: Fraction) -> None:
     frames = r1["frames"]
     per = {s: 1000 * v / frames for s, v in r1["stages"].items()}
     per["take other (records, I/O)"] = 1000 * (r1["total"] - sum(r1["stages"].values())) / frames
@@ -94,14 +111,18 @@ def report(r1: dict, r2: dict, dec: float, fps: Fraction) -> None:
     # wait are fixed costs of a run, which MEAD's 40,000 takes amortise; they are charged per clip below)
     eff = min(1.0, r1["total"] / r2["total"])
     take_ms = 1000 * r1["total"] / frames
-    per_clip = 1000 * (r1["wall"] - r1["total"]) / r1["clips"]
+    outside, outside_small = 1000 * (r1["wall"] - r1["total"]), 1000 * (r_small["wall"] - r_small["total"])
+    per_clip = max(0.0, (outside - outside_small) / (r1["clips"] - r_small["clips"]))
+    fixed = max(0.0, outside_small - per_clip * r_small["clips"])
     gpu = take_ms - max(0.0, per["faces"] - dec)  # the faces stage's work beyond decoding its frames moves to the GPU
+    print(f"outside takes: {fixed / 1000:.1f} s a run (start-up, warm-up) + {per_clip:.0f} ms a clip (from -j 1 on "
+          f"{r_small['clips']} clips: {outside_small / 1000:.1f} s, and on {r1['clips']}: {outside / 1000:.1f} s)")
     print(f"projection for all of MEAD ({MEAD_VIEW_FRAMES / 1e6:.1f} M view-frames in {MEAD_VIEW_CLIPS:,} clips: takes "
-          f"{take_ms:.2f} ms a view-frame, outside takes {per_clip:.0f} ms a clip), a worker's efficiency on a busy "
-          f"machine {eff:.2f} (its takes' seconds at -j 2 vs -j 1):")
+          f"{take_ms:.2f} ms a view-frame, outside takes {per_clip:.0f} ms a clip and {fixed / 1000:.1f} s a run), "
+          f"a worker's efficiency on a busy machine {eff:.2f} (its takes' seconds at -j 2 vs -j 1):")
     for cores in (16, 64, 256):
-        print(f"  {cores:>3} cores: {hours(take_ms, per_clip, cores, eff):6.1f} h CPU only; GPU node (faces on CUDA, "
-              f"decode on CPU): >= {hours(gpu, per_clip, cores, eff):5.1f} h   (target: 64 cores < 2 h)")
+        print(f"  {cores:>3} cores: {hours(take_ms, per_clip, fixed, cores, eff):6.1f} h CPU only; GPU node (faces on "
+              f"CUDA, decode on CPU): >= {hours(gpu, per_clip, fixed, cores, eff):5.1f} h   (target: 64 cores < 2 h)")
 
 
 def main() -> None:
@@ -114,14 +135,19 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="meadkit-bench-projection-"))
     raw, fps = work / f"raw-{args.fps.replace('/', '_')}", Fraction(args.fps)
-    if not raw.exists():
+    if not raw.exists():  # made under a temporary name: an interrupted synthesis is not taken for a corpus
         print(f"synthesizing {raw} ...", flush=True)
-        synthesize(raw, SynthConfig(actors=2, emotions=("neutral", "happy"), levels=(3,), takes=args.takes,
+        partial = raw.with_name(raw.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        synthesize(partial, SynthConfig(actors=2, emotions=("neutral", "happy"), levels=(3,), takes=args.takes,
                                     seconds=args.seconds, views=tuple(args.views.split(",")), fps=fps, seed=2,
                                     voice="procedural", encoding="mead"))
+        partial.rename(raw)
+        default_truth_path(partial).replace(default_truth_path(raw))
     r1 = run(raw, work / "out-j1", 1)
     r2 = run(raw, work / "out-j2", 2)
-    report(r1, r2, decode_ms(work / "out-j1", r1["ok"]), fps)
+    r_small = run(one_take(raw, work / f"{raw.name}-one-take"), work / "out-one-take", 1)
+    report(r1, r2, r_small, decode_ms(work / "out-j1", r1["ok"]), fps)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def _prepare_locked(raw, out: Path, pipeline: Pipeline, executor: Executor, stag
         commit_record(out, record)
         return record
 
-    for record in executor.map(TakeJob(pipeline, config_hash), todo, on_crash=crashed, label="prepare", unit="takes",
+    for record in executor.map(TakeJob(pipeline, config_hash, tuple(stages)), todo, on_crash=crashed, label="prepare", unit="takes",
                                ok=lambda r: r.status == "ok"):
         done[record.take_id] = record
         summary.frames += record.n_frames * record.views_ok

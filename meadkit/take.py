@@ -234,15 +234,22 @@ class TakeJob:
 
     pipeline: Pipeline
     config_hash: str
+    stages: tuple[str, ...] = STAGE_NAMES  # the stages the run's takes go through (what to warm up)
 
     def __call__(self, task: TakeTask) -> TakeRecord:
         return process_take(task, self.pipeline, self.config_hash)
 
     def warm_up(self) -> None:
-        """What every take loads on first use, loaded once per worker (the runner calls it)."""
+        """What every take loads on first use, loaded once per worker (the runner calls it): librosa's kernels and,
+        when the run tracks faces, the face backend (dlib's 100 MB landmark model, mediapipe's graphs: ~2 s), so
+        that a worker's first take is not billed for them."""
         from meadkit.features import warm_up
 
         warm_up(self.pipeline.features)
+        if "faces" in self.stages:
+            from meadkit.faces import backend_for
+
+            backend_for(self.pipeline.faces)
 
 
 # ---------------------------------------------------------------- one take

@@ -163,3 +163,18 @@ def test_a_face_backend_that_cannot_load_stops_the_run_before_the_index(tiny_cor
     assert r.exit_code == 1 and "face backend 'fan' unavailable" in r.output and "2DFAN" in r.output, r.output
     assert "Traceback" not in r.output
     assert not (out / "manifests" / "recordings.parquet").exists() and not list(out.glob("state/takes/*.json"))
+
+
+def test_a_worker_warms_up_the_face_backend_only_when_its_takes_track_faces():
+    from meadkit.faces.backends import get_backend
+    from meadkit.take import TakeJob
+
+    pipeline = load_pipeline(None)
+    get_backend.cache_clear()
+    TakeJob(pipeline, "h", ("sync", "features")).warm_up()
+    assert get_backend.cache_info().currsize == 0  # a run that stops before faces does not load it
+    TakeJob(pipeline, "h", ("sync", "features", "faces")).warm_up()
+    assert get_backend.cache_info().currsize == 1
+    hits = get_backend.cache_info().hits
+    get_backend(pipeline.faces)  # the first take finds it loaded
+    assert get_backend.cache_info().hits == hits + 1
