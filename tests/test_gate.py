@@ -10,7 +10,7 @@ from meadkit.faces import FacesConfig, process_view
 from meadkit.faces.align import interocular
 from meadkit.faces.backends import DlibBackend, HogDetector
 from meadkit.faces.gate import disagreement, face_height, judge, jumped
-from meadkit.faces.model3d import fit_pose, project
+from meadkit.faces.model3d import PoseFit, fit_pose, fit_poses, project
 from meadkit.faces.smooth import TrackSmoother
 from meadkit.testing.face_clip import write_clip
 
@@ -34,6 +34,18 @@ def test_non_faces_leave_a_large_residual():
     upside_down = face() * [1, -1]
     assert fit_pose(upside_down).residual > 0.5
     assert fit_pose(np.zeros((68, 2))).residual == 1.0
+
+
+def test_a_clip_of_poses_fitted_at_once_gives_each_frame_its_own_pose():
+    cases = [(0, 0, 0), (30, 0, 8), (-60, 0, 0), (0, 24, 0), (44, 8, 0)]
+    frames = np.stack([face(*c) for c in cases] + [np.full((68, 2), np.nan), np.zeros((68, 2))])
+    poses = fit_poses(frames)
+    for p, (yaw, pitch, roll) in zip(poses, cases):
+        assert abs(p.yaw - yaw) <= 2 and abs(p.pitch - pitch) <= 2 and abs(p.roll - roll) <= 1 and p.residual < 0.02
+    assert poses[-2] == poses[-1] == PoseFit(1.0, 0.0, 0.0, 0.0)  # no face: no pose, and no error
+    for one, p in zip(map(fit_pose, frames), poses):  # one frame at a time: the same fit (to the last bits)
+        assert (one.yaw, one.pitch) == (p.yaw, p.pitch) and np.allclose([one.residual, one.roll], [p.residual, p.roll],
+                                                                        rtol=0, atol=1e-6)
 
 
 def test_judge_keeps_the_68_point_fit_on_a_frontal_face_where_the_mesh_agrees():

@@ -84,14 +84,23 @@ class PoseFit:
 def fit_pose(points: np.ndarray) -> PoseFit:
     """The pose whose projection of the generic face best explains `points` (68, 2) up to rotation, scale and
     shift (weak perspective), on a 4-degree grid; mirror images and non-faces leave a large residual."""
-    x = points[POSE_POINTS, 0] + 1j * points[POSE_POINTS, 1]
-    x = x - x.mean()
-    ex = float((np.abs(x) ** 2).sum())
-    if not np.isfinite(ex) or ex <= 1e-9:
-        return PoseFit(1.0, 0.0, 0.0, 0.0)
+    return fit_poses(points[None])[0]
+
+
+def fit_poses(points: np.ndarray) -> list[PoseFit]:
+    """`fit_pose` of each of N frames' points (N, 68, 2), in one matrix product (a clip's frames at once)."""
+    x = points[:, POSE_POINTS, 0] + 1j * points[:, POSE_POINTS, 1]
+    x = x - x.mean(1, keepdims=True)
+    ex = (np.abs(x) ** 2).sum(1)
     conj, ep, poses = _views()
-    cross = conj @ x  # (K,): sum conj(p) x; the residual of the best similarity is ex - |cross|^2 / ep
-    k = int(np.argmax((cross.real ** 2 + cross.imag ** 2) / ep))
-    res = max(0.0, ex - abs(cross[k]) ** 2 / ep[k])
-    return PoseFit(float(np.sqrt(res / ex)), float(poses[k, 0]), float(poses[k, 1]),
-                   float(np.degrees(np.angle(cross[k]))))
+    cross = x @ conj.T  # (N, K): sum conj(p) x; the residual of the best similarity is ex - |cross|^2 / ep
+    k = np.argmax((cross.real ** 2 + cross.imag ** 2) / ep, axis=1)
+    best = cross[np.arange(len(x)), k]
+    res = np.maximum(0.0, ex - np.abs(best) ** 2 / ep[k])
+    out = []
+    for e, r, b, (yaw, pitch) in zip(ex, res, best, poses[k]):
+        if not np.isfinite(e) or e <= 1e-9:
+            out.append(PoseFit(1.0, 0.0, 0.0, 0.0))
+        else:
+            out.append(PoseFit(float(np.sqrt(r / e)), float(yaw), float(pitch), float(np.degrees(np.angle(b)))))
+    return out

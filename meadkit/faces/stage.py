@@ -18,7 +18,7 @@ from meadkit.faces.align import apply, crop_transform, warp
 from meadkit.faces.crops import CROP_MODES, Framing, tube_transforms
 from meadkit.faces.backends import Backend, FaceBackendUnavailable, get_backend
 from meadkit.faces.gate import REJECTS
-from meadkit.faces.model3d import fit_pose
+from meadkit.faces.model3d import fit_poses
 from meadkit.faces.smooth import TrackSmoother, jitter
 from meadkit.faces.track import Tracker
 from meadkit.media.probe import MediaError, Probe, probe
@@ -427,9 +427,9 @@ class _ViewPass:
         return result
 
     def _head_yaw(self) -> float:
-        """Median yaw of the frames fitted with a face (not those interpolated), by `fit_pose`; NaN without any."""
+        """Median yaw of the frames fitted with a face (not those interpolated), by `fit_poses`; NaN without any."""
         fitted = np.flatnonzero(self.valid & ~self.interpolated)
-        return float(np.median([fit_pose(self.lm_src[i]).yaw for i in fitted])) if len(fitted) else float("nan")
+        return float(np.median([p.yaw for p in fit_poses(self.lm_src[fitted])])) if len(fitted) else float("nan")
 
     def _why_no_face(self) -> str:
         """Why no frame has a face when the gate refused none of the track's fits."""
