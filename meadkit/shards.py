@@ -322,13 +322,24 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
         arrays = {
             k: _allocated_memmap(tmp / f"{k}.npy", dt, (alloc, *shape)) for k, (shape, dt) in specs.items()
         }
+        # the frames (~99% of a shard) are mapped a clip at a time: a mapping of the whole file would hold every page
+        # written in the worker's resident memory, up to shard_bytes (1 GB)
+        frames = arrays.pop("frames")
+        frames_at, (frame_shape, frame_dtype) = frames.offset, specs["frames"]
+        del frames
         clips, cursor = [], 0
         for c in plan.clips:
             t = int(c["n_frames"])
             rec = {"take_id": c["take_id"], "view": c["view"], "offset": -1, "length": t, "n_valid": 0, "status": "ok", "error": None}
             try:
                 small = _load_clip_arrays(out_dir, c, config.size, plan.widths)
-                _fill_frames(out_dir, c, arrays["frames"][cursor : cursor + t], config.size)
+                rows = np.memmap(tmp / "frames.npy", frame_dtype, "r+", shape=(t, *frame_shape),
+                                 offset=frames_at + cursor * int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize)
+                try:
+                    _fill_frames(out_dir, c, rows, config.size)
+                    rows.flush()
+                finally:
+                    del rows
             except _ClipError as e:
                 rec.update(status="error", error=f"{c['take_id']}/{c['view']}: {e}")
                 log.warning("shard %s: %s", plan.name, rec["error"])
@@ -338,6 +349,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
                 rec.update(offset=cursor, n_valid=int(small["valid"].sum()))
                 cursor += t
             clips.append(rec)
+        arrays["frames"] = np.load(tmp / "frames.npy", mmap_mode="r")
         for k, a in arrays.items():
             a.flush()
             if cursor < alloc:  # some clips failed: rewrite the array at its true length

@@ -194,3 +194,29 @@ def test_command_filters_and_select_file(prepared, tmp_path):
     assert set(read_index(tmp_path / "b")["actor"]) == {"W009"}
     r = CliRunner().invoke(main, ["shard", str(out), "--actor", "M999", "-o", str(tmp_path / "c"), "--quiet"])
     assert r.exit_code != 0 and "no clips selected" in r.output
+
+
+def test_frames_are_written_a_clip_at_a_time_not_through_a_mapping_of_the_whole_shard(prepared, tmp_path, monkeypatch):
+    """A mapping of the whole frames file holds every page written in the worker's resident memory (a 1 GB shard:
+    1 GB); each clip's rows are mapped, filled and unmapped instead. The shard is the same."""
+    out, clips = prepared
+    written = []
+    real = np.memmap
+
+    def recording(filename, dtype=np.uint8, mode="r+", offset=0, shape=None, order="C"):
+        if mode in ("r+", "w+") and str(filename).endswith("frames.npy"):
+            written.append(shape[0])
+        return real(filename, dtype=dtype, mode=mode, offset=offset, shape=shape, order=order)
+
+    monkeypatch.setattr(np, "memmap", recording)
+    build_shards(out, tmp_path / "one", ShardConfig(size=SIZE, shard_bytes=10 ** 9))
+    meta = read_meta(tmp_path / "one")
+    assert len(meta["shards"]) == 1 and meta["n_frames"] == clips["n_frames"].sum()
+    # the file is allocated whole once (nothing written through that map), then every write is one clip's rows
+    assert written[0] == meta["n_frames"] and sorted(written[1:]) == sorted(clips["n_frames"])
+    monkeypatch.undo()
+    index = read_index(tmp_path / "one")
+    for row in clips.to_dict("records"):
+        r = index[(index["take_id"] == row["take_id"]) & (index["view"] == row["view"])].iloc[0]
+        got = np.load(tmp_path / "one" / "shard-00000" / "frames.npy", mmap_mode="r")[r["offset"]:r["offset"] + r["length"]]
+        np.testing.assert_array_equal(got, expected_clip(out, row)["frames"])
