@@ -100,7 +100,11 @@ def report(r1: dict, r2: dict, r_small: dict, dec: float, fps: Fraction) -> None
     for k, v in per.items():
         print(f"  {k:<56} {v:7.2f} {v / dec:9.2f}")
     print(f"  {'whole prepare':<56} {whole:7.2f} {whole / dec:9.2f}")
-    print(f"faces stage throughput vs decode-only: {dec / per['faces']:.2f}x   (target >= 0.6)")
+    # the views refused undecoded (60-degree views the front view says are turned too far) cost the faces stage
+    # nothing: its throughput is per frame of the clips it tracked, the frames decode-only decoded
+    tracked = 1000 * r1["stages"]["faces"] / r1["ok_frames"]
+    print(f"faces stage throughput vs decode-only: {dec / tracked:.2f}x   (target >= 0.6; {tracked:.2f} ms a frame of "
+          f"the {r1['ok_frames']} frames of ok clips)")
     print(f"whole prepare cost vs decode-only:     {whole / dec:.2f}x   (target <= 2)")
     print(f"-j 2 / -j 1 scaling: {scaling:.2f}   (target >= 1.8; {r2['wall']:.1f} s vs {r1['wall']:.1f} s; "
           f"outside takes {r1['wall'] - r1['total']:.1f} s at -j 1, {r2['wall'] - r2['total'] / 2:.1f} s at -j 2)")
