@@ -129,6 +129,12 @@ def test_landmarks_are_read_from_their_bytes_exactly(fitter, astronaut):
     odd.landmark.add(x=1.5, y=-2.0)
     assert np.array_equal(landmarks_xyz(odd), [[0.25, 0.5, -0.125], [0.75, 0.125, 0.5], [1.5, -2.0, 0.0]])
     assert landmarks_xyz(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+    assert np.array_equal(landmarks_xyz(odd.SerializeToString()), landmarks_xyz(odd))  # as bytes: parsed, the same
+    # the fitter's own run of the graph (without SolutionBase.process's per-call Python) gives process's points
+    points, presence = fitter._run(crop)
+    assert np.array_equal(points, by_field) and presence == float(getattr(out, fitter._presence))
+    blank = np.full_like(crop, 128)
+    assert fitter._run(blank) is None and fitter._graph.process({"image": blank, "roi": fitter._whole}).landmarks is None
 
 
 def test_mirrored_fit_agrees_on_a_well_seen_face(astronaut):
