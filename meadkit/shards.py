@@ -326,6 +326,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
         # written in the worker's resident memory, up to shard_bytes (1 GB)
         frames = arrays.pop("frames")
         frames_at, (frame_shape, frame_dtype) = frames.offset, specs["frames"]
+        row_bytes = frames[0].nbytes
         del frames
         clips, cursor = [], 0
         for c in plan.clips:
@@ -334,7 +335,7 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
             try:
                 small = _load_clip_arrays(out_dir, c, config.size, plan.widths)
                 rows = np.memmap(tmp / "frames.npy", frame_dtype, "r+", shape=(t, *frame_shape),
-                                 offset=frames_at + cursor * int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize)
+                                 offset=frames_at + cursor * row_bytes)
                 try:
                     _fill_frames(out_dir, c, rows, config.size)
                     rows.flush()
@@ -349,12 +350,13 @@ def write_shard(out_dir: Path | str, shards_dir: Path | str, plan: ShardPlan, co
                 rec.update(offset=cursor, n_valid=int(small["valid"].sum()))
                 cursor += t
             clips.append(rec)
-        arrays["frames"] = np.load(tmp / "frames.npy", mmap_mode="r")
-        for k, a in arrays.items():
+        for a in arrays.values():
             a.flush()
-            if cursor < alloc:  # some clips failed: rewrite the array at its true length
+        if cursor < alloc:  # some clips failed: rewrite each array at its true length
+            arrays["frames"] = np.load(tmp / "frames.npy", mmap_mode="r")
+            for k, a in arrays.items():
                 np.save(tmp / f"{k}.tmp.npy", np.asarray(a[:cursor]), allow_pickle=False)
-            del a
+        del a
         arrays.clear()
         files = {}
         for k in specs:

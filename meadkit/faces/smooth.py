@@ -22,6 +22,14 @@ _BLOCK = 32  # frames whose backward passes are computed together
 SPEECH = np.r_[3:14, 48:68]  # lower jaw and lips: they move with speech much faster than the head, smoothed less
 
 
+def rest_cutoff(config: FacesConfig, n: int) -> np.ndarray:
+    """(n, 1) per-point cutoff (Hz) at rest: `min_cutoff`, `mouth_min_cutoff` for the mouth and jaw of 68 points."""
+    c = np.full((n, 1), config.min_cutoff)
+    if n == 68:
+        c[SPEECH] = config.mouth_min_cutoff
+    return c
+
+
 def _alpha(cutoff, dt: float):
     return 1.0 / (1.0 + 1.0 / (2 * np.pi * cutoff * dt))
 
@@ -36,16 +44,10 @@ class OneEuro:
         self.dx: Optional[np.ndarray] = None
         self.cutoff = None  # per-point rest cutoff, set from the first points' count
 
-    def _rest_cutoff(self, n: int) -> np.ndarray:
-        c = np.full((n, 1), self.config.min_cutoff)
-        if n == 68:
-            c[SPEECH] = self.config.mouth_min_cutoff
-        return c
-
     def __call__(self, x: np.ndarray, dt: float, scale: float) -> np.ndarray:
         if self.x is None:
             self.x, self.dx = x.astype(np.float64), np.zeros_like(x, np.float64)
-            self.cutoff = self._rest_cutoff(len(x))
+            self.cutoff = rest_cutoff(self.config, len(x))
             return self.x
         ad = _alpha(self.config.d_cutoff, dt)
         self.dx = ad * (x - self.x) / dt + (1 - ad) * self.dx
@@ -120,7 +122,7 @@ class TrackSmoother:
         ends = np.minimum(frames + self.lag, self.n - 1)
         x, dx = np.zeros((len(frames), 68, 2)), np.zeros((len(frames), 68, 2))
         prev = np.full(len(frames), -1)  # the frame each window's filter took last; -1 before its first
-        cutoff = OneEuro(cfg)._rest_cutoff(68)
+        cutoff = rest_cutoff(cfg, 68)
         for step in range(self.lag + 1):
             j = ends - step
             active = j >= frames
