@@ -19,7 +19,7 @@ from meadkit.baseline.batch import gather, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
 from meadkit.baseline.config import DEFAULT_BASELINE, load_config
 from meadkit.baseline.evaluate import evaluate
-from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, warp_target
+from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, warp_as_flow, warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
@@ -150,13 +150,32 @@ def test_neutral_flow_measures_a_known_move_and_the_flow_classifier_keeps_a_grad
     grid = F.affine_grid(torch.eye(2, 3)[None], [1, 3, 64, 64], align_corners=False)
     rebuilt = F.grid_sample(neutral, grid + target, padding_mode="border", align_corners=False)
     assert (rebuilt - moved)[..., 8:-8, 8:-8].abs().mean() < 0.1 * (neutral - moved)[..., 8:-8, 8:-8].abs().mean()
+    fine = neutral_flow(moved, neutral, "fine")[0] * FLOW_UNIT * 64  # the flow-only classifier's: every pixel
+    assert fine[:, 12:-12, 12:-12].reshape(2, -1).median(1).values.tolist() == pytest.approx([3.0, -2.0], abs=0.15)
+    big = [F.interpolate(t, size=128, mode="bilinear", align_corners=False) for t in (moved, neutral)]
+    fine_big = neutral_flow(*big, "fine")  # computed at FINE_SIDE whatever the crop size, in the crop's own units
+    assert fine_big.shape == (1, 2, 128, 128)
+    assert fine_big[0, :, 24:-24, 24:-24].reshape(2, -1).median(1).values.tolist() == pytest.approx(
+        (fine[:, 12:-12, 12:-12].reshape(2, -1).median(1).values / (FLOW_UNIT * 64)).tolist(), abs=0.05)
     torch.manual_seed(0)
     clf = FaceClassifier(8, reference="flow")
-    assert clf.trunk[0][0].weight.shape[1] == 5
+    assert clf.trunk[0][0].weight.shape[1] == 5 and clf.image_gradient
     assert not torch.equal(clf(moved, neutral)[0], clf(neutral, neutral)[0])
     x = moved.clone().requires_grad_(True)
     clf(x, neutral)[0].sum().backward()
     assert x.grad.abs().sum() > 0
+    only = FaceClassifier(8, reference="flow_only")
+    assert only.trunk[0][0].weight.shape[1] == 2 and not only.image_gradient
+    assert not torch.equal(only(moved, neutral)[0], only(neutral, neutral)[0])
+    x = moved.clone().requires_grad_(True)  # what image_gradient says: nothing reaches the images
+    assert torch.autograd.grad(only(x, neutral)[0].sum(), x, allow_unused=True) == (None,)
+    as_flow = warp_as_flow(warp_target(neutral, moved, "fine"))  # n2e's warp, read as the flow the classifier sees
+    assert as_flow[0, :, 12:-12, 12:-12].reshape(2, -1).median(1).values.tolist() == pytest.approx([3 / 3.2, -2 / 3.2], abs=0.05)
+    w = warp_target(neutral, moved, "fine").requires_grad_(True)  # scored with a gradient to the warp, where DIS has none
+    e_logits, _ = only.read_flow(warp_as_flow(w))
+    assert torch.autograd.grad(e_logits[0, 1], w)[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="flow-only"):
+        clf.read_flow(as_flow)
 
 
 def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():
@@ -515,6 +534,15 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["split"] == "test" and metrics["n_available"] == 18  # the one test clip (M003 sad, 18 frames)
+    only = tmp_path / "run-flow-only"  # a flow-only classifier passes no gradient: the losses through it are off, said so
+    sets = [*TINY, "classifiers.reference='flow_only'", "n2e.flow='fine'"]
+    r = CliRunner().invoke(main, ["train", str(shards), "-o", str(only), "--steps", "2", *sum((["--set", s] for s in sets), [])])
+    assert r.exit_code == 0, r.output
+    log = (only / "train.log").read_text()
+    assert "perceptual loss: OFF" in log and "refine: classifier loss OFF" in log and "SUBSTITUTE" not in log
+    assert "classifier=0 " in log  # refine's logged classifier loss
+    r = CliRunner().invoke(main, ["evaluate", str(only), str(shards), "--split", "test", "-o", str(tmp_path / "eval2.json")])
+    assert r.exit_code == 0 and json.loads((tmp_path / "eval2.json").read_text())["n_available"] == 18, r.output
 
 
 @pytest.mark.parametrize("pipeline, says", [

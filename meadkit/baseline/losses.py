@@ -52,7 +52,11 @@ def lsgan_generator(fake_pred: torch.Tensor) -> torch.Tensor:
 def classifier_loss(classifier: FaceClassifier, images: torch.Tensor, neutral: torch.Tensor, emotion: torch.Tensor,
                     level: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the (frozen) emotion and intensity classifiers on generated images (made from `neutral`)."""
-    e_logits, l_logits = classifier(images, neutral)
+    return label_loss(*classifier(images, neutral), emotion, level)
+
+
+def label_loss(e_logits: torch.Tensor, l_logits: torch.Tensor, emotion: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of emotion and intensity logits against the labels a generator was asked for."""
     return F.cross_entropy(e_logits.float(), emotion) + F.cross_entropy(l_logits.float(), level)
 
 

@@ -128,19 +128,20 @@ class Audio2Landmark(nn.Module):
 
 
 #: Input channels of the classifiers' trunk per `reference`.
-_REFERENCE_CHANNELS = {"flow": 5, "difference": 6, "stack": 6, "none": 3}
+_REFERENCE_CHANNELS = {"flow_only": 2, "flow": 5, "difference": 6, "stack": 6, "none": 3}
 
 
 class FaceClassifier(nn.Module):
     """Emotion (8) and intensity (3) classifier on a face crop: a shared conv trunk with two heads. With a
     `reference` it also sees the same actor's neutral frame, so it judges the expression as a change from that
-    person's neutral face rather than learning each training face (`classifiers.reference`): "flow" gives it the
-    optical flow from the neutral frame to the frame and their difference (5 channels; the flow has no gradient),
+    person's neutral face rather than learning each training face (`classifiers.reference`): "flow_only" gives it the
+    fine optical flow from the neutral frame to the frame alone (2 channels, no gradient to the images: see
+    `image_gradient`), "flow" a medium-preset flow and the two frames' difference (5 channels),
     "difference" the difference and the frame (6), "stack" the two frames, "none" the frame alone (the paper's).
     True and False are "stack" and "none" (the hyperparameters of runs made before the choice).
 
     `features(x, neutral)` returns the trunk's activations, used as the perceptual-loss substitute when no VGG16
-    weights are given.
+    weights are given (if they carry a gradient to the images).
     """
 
     def __init__(self, width: int = 16, reference: str | bool = "none"):
@@ -164,17 +165,37 @@ class FaceClassifier(nn.Module):
             x = torch.cat([x, neutral], 1)
         elif self.reference == "difference":
             x = torch.cat([x - neutral, x], 1)
+        elif self.reference == "flow_only":
+            x = neutral_flow(x, neutral, "fine")
         elif self.reference == "flow":
             x = torch.cat([neutral_flow(x, neutral), x - neutral], 1)
+        return self._trunk(x)
+
+    def _trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
         for block in self.trunk:
             x = block(x)
             feats.append(x)
         return feats
 
-    def forward(self, x: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.pool(self.features(x, neutral)[-1]).flatten(1)
+    def _heads(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.pool(feats[-1]).flatten(1)
         return self.emotion(h), self.level(h)
+
+    @property
+    def image_gradient(self) -> bool:
+        """Whether a loss through the classifier reaches the images it reads (not through the flow alone)."""
+        return self.reference != "flow_only"
+
+    def forward(self, x: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._heads(self.features(x, neutral))
+
+    def read_flow(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A flow-only classifier's (emotion, level) logits for a flow (B, 2, S, S) in its units, with a gradient:
+        how a generator's own warp is scored where the optical flow of its images has none."""
+        if self.reference != "flow_only":
+            raise ValueError(f"read_flow needs a flow-only classifier, not reference={self.reference!r}")
+        return self._heads(self._trunk(flow))
 
 
 def label_planes(emotion: torch.Tensor, level: torch.Tensor, size: int) -> torch.Tensor:

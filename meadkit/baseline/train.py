@@ -26,7 +26,7 @@ from meadkit.baseline import losses as L
 from meadkit.baseline.batch import Batch, class_weights, fixed_indices, gather, jitter, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, stage_path
 from meadkit.baseline.config import BaselineConfig
-from meadkit.baseline.flow import warp_target
+from meadkit.baseline.flow import warp_as_flow, warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_classifier, load_n2e, resolve_device
 from meadkit.baseline.models import (
@@ -251,17 +251,28 @@ class A2LStage(Stage):
                 "mean_shape_err_px": (mean - true).norm(dim=-1).mean().item(), "_n": n}
 
 
-def make_perceptual(ctx: Context) -> L.PerceptualLoss:
-    """VGG16 perceptual loss from --vgg-weights, else the classifier-feature substitute (announced)."""
+def make_perceptual(ctx: Context, classifier: FaceClassifier) -> Optional[L.PerceptualLoss]:
+    """VGG16 perceptual loss from --vgg-weights, else the `classifier`-feature substitute, else (a flow-only
+    classifier, whose features pass no gradient to the images) none; which one is announced."""
     if ctx.vgg_weights is not None:
         loss = L.PerceptualLoss(vgg=L.load_vgg16(ctx.vgg_weights).to(ctx.device))
         ctx.log(f"perceptual loss: VGG16 features (relu1_2..relu4_3) from {ctx.vgg_weights}")
         return loss
+    if not classifier.image_gradient:
+        ctx.log("perceptual loss: OFF: no --vgg-weights given, and the flow-only face classifier's features (the "
+                "substitute) pass no gradient to the images (classifiers.reference=flow_only)")
+        return None
     ctx.log(
         "perceptual loss: no --vgg-weights given, using the SUBSTITUTE: L1 between activations of the "
         "trained face classifier's 4 conv blocks (RUN/classifiers.pt), not VGG16"
     )
-    return L.PerceptualLoss(classifier=load_classifier(ctx.run_dir, ctx.device))
+    return L.PerceptualLoss(classifier=classifier)
+
+
+def perceptual_loss(loss: Optional[L.PerceptualLoss], output: torch.Tensor, target: torch.Tensor,
+                    neutral: torch.Tensor) -> torch.Tensor:
+    """`loss` of output against target (0 when there is none, see make_perceptual)."""
+    return loss(output, target, neutral) if loss is not None else output.new_zeros(())
 
 
 class N2EStage(Stage):
@@ -274,7 +285,7 @@ class N2EStage(Stage):
         c = ctx.cfg.n2e
         self.net = self.add("n2e", NeutralToEmotion(c.width, c.n_res, c.warp), c.lr)
         self.classifier = load_classifier(ctx.run_dir, ctx.device)
-        self.perceptual = make_perceptual(ctx)
+        self.perceptual = make_perceptual(ctx, self.classifier)
 
     def hparams(self) -> dict:
         return {"width": self.ctx.cfg.n2e.width, "n_res": self.ctx.cfg.n2e.n_res, "warp": self.ctx.cfg.n2e.warp}
@@ -288,13 +299,16 @@ class N2EStage(Stage):
         with autocast(self.ctx.device, self.amp):
             out, flow = self.net.transform(neutral, b.emotion, b.level)
             l1 = F.l1_loss(out.float(), frame)
-            perc = self.perceptual(out, frame, neutral)
+            perc = perceptual_loss(self.perceptual, out, frame, neutral)
         loss, logs = c.w_l1 * l1 + c.w_perceptual * perc, {"l1": l1.item(), "perceptual": perc.item()}
         if flow is not None and c.w_flow > 0:
             limit = 0.95 * self.net.max_flow  # inside tanh's range: a target at the limit would pull it to saturate
-            real = warp_target(neutral, frame).clamp(-limit, limit)
+            real = warp_target(neutral, frame, c.flow).clamp(-limit, limit)
             loss_flow = F.l1_loss(flow, real) / self.net.max_flow
             loss, logs["flow"] = loss + c.w_flow * loss_flow, loss_flow.item()
+        if flow is not None and c.w_classifier > 0 and not self.classifier.image_gradient:
+            loss_cls = L.label_loss(*self.classifier.read_flow(warp_as_flow(flow)), b.emotion, b.level)
+            loss, logs["classifier"] = loss + c.w_classifier * loss_cls, loss_cls.item()
         self.optimize("n2e", loss)
         return logs
 
@@ -318,7 +332,10 @@ class RefineStage(Stage):
         self.disc = self.add("discriminator", PatchDiscriminator(c.d_width), c.lr)
         self.n2e = load_n2e(ctx.run_dir, ctx.device)
         self.classifier = load_classifier(ctx.run_dir, ctx.device)
-        self.perceptual = make_perceptual(ctx)
+        self.perceptual = make_perceptual(ctx, self.classifier)
+        if not self.classifier.image_gradient:
+            ctx.log("refine: classifier loss OFF: the flow-only face classifier passes no gradient to the images "
+                    "(classifiers.reference=flow_only); refine.w_classifier is not used")
 
     def hparams(self) -> dict:
         return {"width": self.ctx.cfg.refine.width, "d_width": self.ctx.cfg.refine.d_width}
@@ -339,8 +356,9 @@ class RefineStage(Stage):
         self.optimize("discriminator", d_loss)
         with autocast(dev, self.amp):
             adv = L.lsgan_generator(self.disc(out, hm).float())
-            perc = self.perceptual(out, b.frame, b.neutral)
-            cls = L.classifier_loss(self.classifier, out, b.neutral, b.emotion, b.level)
+            perc = perceptual_loss(self.perceptual, out, b.frame, b.neutral)
+            cls = (L.classifier_loss(self.classifier, out, b.neutral, b.emotion, b.level) if self.classifier.image_gradient
+                   else out.new_zeros(()))
         out = out.float()
         l1 = F.l1_loss(out, b.frame)
         mouth = L.masked_l1(out, b.frame, L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1]))
