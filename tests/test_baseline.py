@@ -541,6 +541,8 @@ def test_cli_trains_on_the_shard_train_split_and_evaluates_the_test_split(tmp_pa
     log = (only / "train.log").read_text()
     assert "perceptual loss: OFF" in log and "refine: classifier loss OFF" in log and "SUBSTITUTE" not in log
     assert "classifier=0 " in log  # refine's logged classifier loss
+    n2e_lines = [line for line in log.splitlines() if line.startswith("n2e step")]
+    assert n2e_lines and all(" classifier=" in line for line in n2e_lines)  # n2e's warp scored by the classifier
     r = CliRunner().invoke(main, ["evaluate", str(only), str(shards), "--split", "test", "-o", str(tmp_path / "eval2.json")])
     assert r.exit_code == 0 and json.loads((tmp_path / "eval2.json").read_text())["n_available"] == 18, r.output
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from meadkit.baseline.batch import luma
 
@@ -72,3 +73,12 @@ def warp_as_flow(warp: torch.Tensor) -> torch.Tensor:
     grid_sample's units (each frame pixel reads the neutral face at p + warp): its negative, for moves of a few
     pixels; differentiable."""
     return (-warp / (2 * FLOW_UNIT)).permute(0, 3, 1, 2)
+
+
+def readback_noise(flow: torch.Tensor, sigma: float, cell: int = 4) -> torch.Tensor:
+    """`flow` (B, 2, S, S) plus smooth Gaussian noise of std `sigma` (drawn on a grid of `cell`-px cells, bilinearly
+    upsampled; torch's global RNG): DIS's own error on a pair is of that kind, and a generator scored through it
+    must move pixels far enough to be read back from its images, not a sub-pixel pattern only the classifier sees."""
+    side = flow.shape[-1]
+    coarse = torch.randn(len(flow), 2, max(side // cell, 1), max(side // cell, 1), device=flow.device, dtype=flow.dtype)
+    return flow + sigma * F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)

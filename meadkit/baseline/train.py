@@ -26,7 +26,7 @@ from meadkit.baseline import losses as L
 from meadkit.baseline.batch import Batch, class_weights, fixed_indices, gather, jitter, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, stage_path
 from meadkit.baseline.config import BaselineConfig
-from meadkit.baseline.flow import warp_as_flow, warp_target
+from meadkit.baseline.flow import readback_noise, warp_as_flow, warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_classifier, load_n2e, resolve_device
 from meadkit.baseline.models import (
@@ -307,7 +307,8 @@ class N2EStage(Stage):
             loss_flow = F.l1_loss(flow, real) / self.net.max_flow
             loss, logs["flow"] = loss + c.w_flow * loss_flow, loss_flow.item()
         if flow is not None and c.w_classifier > 0 and not self.classifier.image_gradient:
-            loss_cls = L.label_loss(*self.classifier.read_flow(warp_as_flow(flow)), b.emotion, b.level)
+            seen = readback_noise(warp_as_flow(flow), c.flow_noise)
+            loss_cls = L.label_loss(*self.classifier.read_flow(seen), b.emotion, b.level)
             loss, logs["classifier"] = loss + c.w_classifier * loss_cls, loss_cls.item()
         self.optimize("n2e", loss)
         return logs
