@@ -19,7 +19,7 @@ from meadkit.baseline.batch import gather, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
 from meadkit.baseline.config import DEFAULT_BASELINE, load_config
 from meadkit.baseline.evaluate import evaluate
-from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, warp_as_flow, warp_target
+from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, readback_noise, warp_as_flow, warp_target
 from meadkit.baseline.heatmap import landmark_heatmap
 from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
@@ -176,6 +176,22 @@ def test_neutral_flow_measures_a_known_move_and_the_flow_classifier_keeps_a_grad
     assert torch.autograd.grad(e_logits[0, 1], w)[0].abs().sum() > 0
     with pytest.raises(ValueError, match="flow-only"):
         clf.read_flow(as_flow)
+
+
+def test_readback_noise_is_smooth_seeded_and_of_the_std_bilinear_upsampling_gives():
+    """n2e's warp is read through smooth noise (iid N(0, sigma) on 4-px cells, bilinearly upsampled): zero leaves the
+    flow as it is; the same seed draws the same noise (resume); its std is sigma x 0.656 (the mean of (1-t)^2 + t^2
+    over the samples t = 1/8, 3/8, 5/8, 7/8 between cells, squared for two dimensions, square-rooted), and neighbouring
+    pixels move together."""
+    flow = torch.randn(64, 2, 64, 64)
+    assert torch.equal(readback_noise(flow, 0.0), flow)
+    torch.manual_seed(3)
+    a = readback_noise(flow, 0.3) - flow
+    torch.manual_seed(3)
+    assert torch.equal(readback_noise(flow, 0.3) - flow, a)
+    inner = a[..., 4:-4, 4:-4]  # away from the border, where the upsampling clamps
+    assert (inner.std() / 0.3).item() == pytest.approx(0.656, abs=0.02)
+    assert (inner[..., 1:] - inner[..., :-1]).std() < 0.5 * inner.std()  # 1.41 x for independent pixels
 
 
 def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():

@@ -63,7 +63,7 @@ class ClassifierConfig:
     #: the paper's, which on a few training faces learns the faces). Unseen faces, one seed, the same data and steps:
     #: flow_only 87%, flow 67%, difference 49% (README). A flow-only classifier passes no gradient to the images it
     #: reads, so refine's classifier loss and the perceptual substitute (without VGG16 weights) are off with it.
-    reference: str = field(default="flow", metadata={"choices": REFERENCE_INPUTS})
+    reference: str = field(default="flow_only", metadata={"choices": REFERENCE_INPUTS})
 
 
 @dataclass(frozen=True)
@@ -108,14 +108,14 @@ class N2EConfig:
     w_flow: float = field(default=1.0, metadata={"min": 0.0})
     #: That optical flow: "medium" (OpenCV's medium preset, at half the crop's resolution) or "fine" (down to every
     #: pixel, as the flow-only classifier reads it; the label-mean medium flow moves a face too little to read)
-    flow: str = field(default="medium", metadata={"choices": FLOW_QUALITIES})
+    flow: str = field(default="fine", metadata={"choices": FLOW_QUALITIES})
     #: With `warp` and a flow-only classifier (classifiers.reference=flow_only): weight of its cross-entropy on the
     #: predicted flow itself (differentiable, where the optical flow of the output images is not)
     w_classifier: float = field(default=1.0, metadata={"min": 0.0})
     #: ...read through smooth noise of this std (flow units, see meadkit.baseline.flow.readback_noise): without it the
     #: warp learns a sub-pixel pattern the classifier reads (80% on unseen faces) and DIS cannot see in the images
-    #: (12%); with 0.3, 69% (one seed; 0.6: 64%)
-    flow_noise: float = field(default=0.3, metadata={"min": 0.0})
+    #: (12%); n2e's images with 0.3: 64%, with 0.6: 69% (one seed)
+    flow_noise: float = field(default=0.6, metadata={"min": 0.0})
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,9 @@ class RefineConfig:
     w_tv: float = field(default=1e-5, metadata={"min": 0.0})
     w_adv: float = field(default=1.0, metadata={"min": 0.0})
     w_classifier: float = field(default=1.0, metadata={"min": 0.0})
+    #: L1 between the output and its input (the neutral-to-emotion face) outside the mouth box: the expression n2e
+    #: drew stays where a2l's mouth does not move it (0 = the paper's losses only)
+    w_keep: float = field(default=1.0, metadata={"min": 0.0})
 
 
 @dataclass(frozen=True)

@@ -362,11 +362,14 @@ class RefineStage(Stage):
                    else out.new_zeros(()))
         out = out.float()
         l1 = F.l1_loss(out, b.frame)
-        mouth = L.masked_l1(out, b.frame, L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1]))
+        box = L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1])
+        mouth, keep = L.masked_l1(out, b.frame, box), L.masked_l1(out, coarse, 1 - box)
         tv = L.total_variation(out)
-        g_loss = c.w_l1 * l1 + c.w_mouth * mouth + c.w_perceptual * perc + c.w_tv * tv + c.w_adv * adv + c.w_classifier * cls
+        g_loss = (c.w_l1 * l1 + c.w_mouth * mouth + c.w_perceptual * perc + c.w_tv * tv + c.w_adv * adv + c.w_classifier * cls
+                  + c.w_keep * keep)
         self.optimize("refine", g_loss)
-        return {"l1": l1.item(), "mouth_l1": mouth.item(), "perceptual": perc.item(), "tv": tv.item(), "adv": adv.item(), "classifier": cls.item(), "d": d_loss.item()}
+        return {"l1": l1.item(), "mouth_l1": mouth.item(), "keep": keep.item(), "perceptual": perc.item(), "tv": tv.item(),
+                "adv": adv.item(), "classifier": cls.item(), "d": d_loss.item()}
 
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
