@@ -23,14 +23,14 @@ def _grey_u8(images: torch.Tensor) -> np.ndarray:
     return ((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def _dis(quality: str) -> tuple[cv2.DISOpticalFlow, int]:
-    """OpenCV's DIS for `quality` and the side (0 = the crop's own) its input is resized to.
+def _dis(quality: str, side: int) -> tuple[cv2.DISOpticalFlow, int]:
+    """OpenCV's DIS for `quality` and the side its input is resized to (`side`, the crop's own, for "medium").
 
     "medium": OpenCV's medium preset on the crop (it stops at half the crop's resolution; what n2e's warp target and
     the runs before "fine" use). "fine": the fast preset (patch 8, stride 4, variational refinement) down to every
     pixel of a FINE_SIDE copy; on unseen faces a flow-only classifier reads it right 87% of the time (one seed)."""
     if quality == "medium":
-        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM), 0
+        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM), side
     if quality == "fine":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         dis.setFinestScale(0)
@@ -49,10 +49,9 @@ def neutral_flow(frames: torch.Tensor, neutral: torch.Tensor, quality: str = "me
     it has no gradient (a loss through a classifier reaches the generator only by its image channels)."""
     a, b = _grey_u8(neutral), _grey_u8(frames)
     side = frames.shape[-1]
-    dis, work = _dis(quality)
+    dis, work = _dis(quality, side)
     if not len(a):
         return torch.zeros((0, 2, side, side), device=frames.device, dtype=frames.dtype)
-    work = work or side
     if work != side:
         a, b = _resized(a, work, cv2.INTER_AREA), _resized(b, work, cv2.INTER_AREA)
     flows = np.stack([dis.calc(n, f, None) for n, f in zip(a, b)])

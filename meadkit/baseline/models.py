@@ -193,7 +193,7 @@ class FaceClassifier(nn.Module):
     def read_flow(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A flow-only classifier's (emotion, level) logits for a flow (B, 2, S, S) in its units, with a gradient:
         how a generator's own warp is scored where the optical flow of its images has none."""
-        if self.reference != "flow_only":
+        if self.image_gradient:
             raise ValueError(f"read_flow needs a flow-only classifier, not reference={self.reference!r}")
         return self._heads(self._trunk(flow))
 
