@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from meadkit.baseline import losses as L
 from meadkit.baseline.batch import gather, make_batch, step_indices
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
-from meadkit.baseline.config import DEFAULT_BASELINE, load_config
+from meadkit.baseline.config import DEFAULT_BASELINE, BaselineConfig, load_config
 from meadkit.baseline.evaluate import evaluate
 from meadkit.baseline.flow import FLOW_UNIT, neutral_flow, readback_noise, warp_as_flow, warp_target
-from meadkit.baseline.heatmap import landmark_heatmap
+from meadkit.baseline.heatmap import landmark_heatmap, mouth_region, paste
 from meadkit.baseline.inference import load_run
 from meadkit.baseline.models import (
     Audio2Landmark, FaceClassifier, NeutralToEmotion, PatchDiscriminator, RefineUNet, VGG16Features, label_planes,
@@ -202,6 +202,31 @@ def test_heatmap_peaks_on_the_landmarks_and_mouth_mask_covers_them():
     mask = L.mouth_mask(mouth, S)[0, 0]
     ys, xs = mouth[0, :, 1].round().long(), mouth[0, :, 0].round().long()
     assert mask[ys, xs].eq(1).all() and mask[0, 0] == 0 and 0 < mask.mean() < 0.5
+
+
+def test_paste_keeps_the_coarse_face_outside_the_mouth_and_chin_box_and_feathers_its_edge():
+    size = 64
+    mouth_jaw = torch.from_numpy(_mouth_landmarks(0.5)[MOUTH_JAW] * (size / S))[None]
+    region = mouth_region(mouth_jaw, size)[0, 0]
+    mouth, chin = mouth_jaw[0, MOUTH_IN_MOUTH_JAW], mouth_jaw[0, 8]
+    assert region[mouth[:, 1].round().long(), mouth[:, 0].round().long()].eq(1).all()
+    assert region[chin[1].round().long() - 1, chin[0].round().long()] == 1  # the chin moves with the mouth: inside
+    assert region[:10].eq(0).all() and region[:, :5].eq(0).all()  # eyes and brows: never painted
+    row = region[mouth[:, 1].mean().round().long()]  # across the mouth: a 5-px ramp each side (64 px / 16, odd)
+    assert sorted(set(row.mul(5).round().int().tolist())) == [0, 1, 2, 3, 4, 5]
+    assert torch.allclose(row * 5, (row * 5).round(), atol=1e-5) and (row.diff().abs() <= 0.2 + 1e-6).all()
+    coarse, refined = torch.zeros(1, 3, size, size), torch.ones(1, 3, size, size)
+    out = paste(coarse, refined, mouth_region(mouth_jaw, size))
+    assert torch.equal(out[0, 0], region) and torch.equal(out[:, :, region == 0], coarse[:, :, region == 0])
+    lost = torch.full_like(mouth_jaw, float("nan"))  # a frame without landmarks: n2e's face as it is
+    assert torch.equal(paste(coarse, refined, mouth_region(lost, size)), coarse)
+
+
+def test_a_run_saved_before_paste_reads_as_whole_face_refinement(tiny_run):
+    old = json.loads(load_config().to_json())
+    del old["refine"]["paste"]
+    assert BaselineConfig.from_json(json.dumps(old)).refine.paste is False
+    assert load_config().refine.paste is True and load_run(tiny_run).config.refine.paste is True
 
 
 class OwnMouths(FaceSet):

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from meadkit.baseline.losses import mouth_mask
+from meadkit.baseline.pca import MOUTH_IN_MOUTH_JAW
 
 
 def landmark_heatmap(points: torch.Tensor, size: int, sigma: float | None = None) -> torch.Tensor:
@@ -17,3 +21,17 @@ def landmark_heatmap(points: torch.Tensor, size: int, sigma: float | None = None
     dy = (grid[None, None, :] - points[..., 1:2]) ** 2  # (B, P, S) along y
     g = torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2 * sigma**2))  # (B, P, S, S)
     return g.nan_to_num(0.0).amax(1, keepdim=True)
+
+
+def mouth_region(mouth_jaw_px: torch.Tensor, size: int, margin: float = 0.25) -> torch.Tensor:
+    """(B, 37, 2) mouth+jaw points in pixels -> (B, 1, S, S) soft mask in [0, 1] of the box holding the mouth and the
+    chin (jaw point 8), grown by `margin` and feathered over size / 16 pixels: where refine may paint (a2l's mouth
+    moves the lips and the chin); empty for a frame without landmarks."""
+    box = mouth_mask(mouth_jaw_px[:, MOUTH_IN_MOUTH_JAW + [8]], size, margin)
+    k = max(size // 16, 1) | 1  # odd, so the blur keeps the box centred
+    return F.avg_pool2d(box, k, 1, k // 2, count_include_pad=False)
+
+
+def paste(coarse: torch.Tensor, refined: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Refine's output inside `region` (a `mouth_region`), the coarse (n2e) face elsewhere (`refine.paste`)."""
+    return coarse + region.to(coarse.dtype) * (refined - coarse)
