@@ -1,8 +1,11 @@
 """Lower-face landmark heatmaps: the refinement network's picture of where the mouth and jaw are."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from meadkit.baseline.losses import mouth_mask
 from meadkit.baseline.pca import MOUTH_IN_MOUTH_JAW
@@ -35,3 +38,15 @@ def mouth_region(mouth_jaw_px: torch.Tensor, size: int, margin: float = 0.25) ->
 def paste(coarse: torch.Tensor, refined: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Refine's output inside `region` (a `mouth_region`), the coarse (n2e) face elsewhere (`refine.paste`)."""
     return coarse + region.to(coarse.dtype) * (refined - coarse)
+
+
+def refine_frames(net: nn.Module, coarse: torch.Tensor, hm: torch.Tensor, mouth_jaw_px: torch.Tensor,
+                  pasted: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The refine network's faces for coarse faces and their mouth+jaw heatmap, pasted into the coarse ones inside
+    `mouth_region` when `pasted` (`refine.paste`), and that region (None without paste): training and generation
+    refine alike."""
+    out = net(coarse, hm)
+    if not pasted:
+        return out, None
+    region = mouth_region(mouth_jaw_px, coarse.shape[-1])
+    return paste(coarse, out, region), region

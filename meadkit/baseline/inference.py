@@ -12,7 +12,7 @@ from torch import nn
 
 from meadkit.baseline.checkpoint import load_checkpoint, stage_path
 from meadkit.baseline.config import BaselineConfig
-from meadkit.baseline.heatmap import landmark_heatmap, mouth_region, paste
+from meadkit.baseline.heatmap import landmark_heatmap, refine_frames
 from meadkit.baseline.models import Audio2Landmark, FaceClassifier, NeutralToEmotion, RefineUNet
 from meadkit.baseline.pca import MOUTH_JAW, from_units, to_units
 
@@ -89,8 +89,8 @@ class TrainedBaseline:
     def render(self, coarse: torch.Tensor, mouth_jaw_px: torch.Tensor) -> torch.Tensor:
         """Refine coarse emotional faces for given mouth+jaw landmarks (pixels) -> final frames in [-1, 1] (only their
         mouth region with `refine.paste`)."""
-        out = self.refine(coarse, landmark_heatmap(mouth_jaw_px, self.size))
-        return paste(coarse, out, mouth_region(mouth_jaw_px, self.size)) if self.config.refine.paste else out
+        hm = landmark_heatmap(mouth_jaw_px, self.size)
+        return refine_frames(self.refine, coarse, hm, mouth_jaw_px, self.config.refine.paste)[0]
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from meadkit.baseline.batch import Batch, class_weights, fixed_indices, gather, 
 from meadkit.baseline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, stage_path
 from meadkit.baseline.config import BaselineConfig
 from meadkit.baseline.flow import readback_noise, warp_as_flow, warp_target
-from meadkit.baseline.heatmap import landmark_heatmap, mouth_region, paste
+from meadkit.baseline.heatmap import landmark_heatmap, refine_frames
 from meadkit.baseline.inference import load_classifier, load_n2e, resolve_device
 from meadkit.baseline.models import (
     N_EMOTIONS, N_LEVELS, Audio2Landmark, FaceClassifier, NeutralToEmotion, PatchDiscriminator, RefineUNet,
@@ -341,33 +341,27 @@ class RefineStage(Stage):
     def hparams(self) -> dict:
         return {"width": self.ctx.cfg.refine.width, "d_width": self.ctx.cfg.refine.d_width}
 
-    def _inputs(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n2e's coarse faces, the frames' mouth+jaw landmarks (pixels) and their heatmap."""
         with torch.no_grad(), autocast(self.ctx.device, self.amp):
             coarse = self.n2e(b.neutral, b.emotion, b.level).float()
-        return coarse, landmark_heatmap(b.landmarks[:, MOUTH_JAW], self.ctx.cfg.train.size)
-
-    def _refine(self, coarse: torch.Tensor, hm: torch.Tensor, b: Batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The network's face, pasted into n2e's inside the frame's mouth region with `refine.paste`, and that region
-        (None without paste)."""
-        out = self.net(coarse, hm)
-        if not self.ctx.cfg.refine.paste:
-            return out, None
-        region = mouth_region(b.landmarks[:, MOUTH_JAW], coarse.shape[-1])
-        return paste(coarse, out, region), region
+        mouth_jaw = b.landmarks[:, MOUTH_JAW]
+        return coarse, mouth_jaw, landmark_heatmap(mouth_jaw, self.ctx.cfg.train.size)
 
     def train_step(self, b: Batch) -> dict[str, float]:
         c, dev = self.ctx.cfg.refine, self.ctx.device
         self.net.train()
         self.disc.train()
-        coarse, hm = self._inputs(b)
+        coarse, mouth_jaw, hm = self._inputs(b)
         with autocast(dev, self.amp):
-            out, region = self._refine(coarse, hm, b)
+            out, region = refine_frames(self.net, coarse, hm, mouth_jaw, c.paste)
             # with paste the discriminator judges the painted region alone: n2e's face outside it is not refine's to fix
-            judged = (lambda x: x) if region is None else (lambda x: x * region)
-            d_loss = L.lsgan_discriminator(self.disc(judged(b.frame), hm).float(), self.disc(judged(out.detach()), hm).float())
+            weight = 1.0 if region is None else region
+            real, fake = b.frame * weight, out * weight
+            d_loss = L.lsgan_discriminator(self.disc(real, hm).float(), self.disc(fake.detach(), hm).float())
         self.optimize("discriminator", d_loss)
         with autocast(dev, self.amp):
-            adv = L.lsgan_generator(self.disc(judged(out), hm).float())
+            adv = L.lsgan_generator(self.disc(fake, hm).float())
             perc = perceptual_loss(self.perceptual, out, b.frame, b.neutral)
             cls = (L.classifier_loss(self.classifier, out, b.neutral, b.emotion, b.level) if self.classifier.image_gradient
                    else out.new_zeros(()))
@@ -385,8 +379,8 @@ class RefineStage(Stage):
     @torch.no_grad()
     def validate(self, b: Batch) -> dict[str, float]:
         self.net.eval()
-        coarse, hm = self._inputs(b)
-        out, _ = self._refine(coarse, hm, b)
+        coarse, mouth_jaw, hm = self._inputs(b)
+        out, _ = refine_frames(self.net, coarse, hm, mouth_jaw, self.ctx.cfg.refine.paste)
         e, _ = self.classifier(out, b.neutral)
         mouth = L.masked_l1(out, b.frame, L.mouth_mask(b.landmarks[:, 48:68], out.shape[-1]))
         return {"l1": F.l1_loss(out, b.frame).item(), "mouth_l1": mouth.item(), "acc_emotion_generated": (e.argmax(1) == b.emotion).float().mean().item()}
